@@ -1,0 +1,93 @@
+"""Multi-head attention with separate q/k/v projections, and its axial-RoPE variant for memory attention."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .position_encoding import axial_rope_angles, rotate_pairs
+
+
+class Attention(nn.Module):
+    """Attention that may project to a smaller inner width (`downsample_rate`) and take keys of another width."""
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_heads: int,
+        downsample_rate: int = 1,
+        dropout: float = 0.0,
+        kv_in_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        kv_in_dim = kv_in_dim or embedding_dim
+        self.internal_dim = embedding_dim // downsample_rate
+        self.num_heads = num_heads
+        if self.internal_dim % num_heads:
+            raise ValueError("num_heads must divide embedding_dim // downsample_rate")
+        self.q_proj = nn.Linear(embedding_dim, self.internal_dim)
+        self.k_proj = nn.Linear(kv_in_dim, self.internal_dim)
+        self.v_proj = nn.Linear(kv_in_dim, self.internal_dim)
+        self.out_proj = nn.Linear(self.internal_dim, embedding_dim)
+        self.dropout_p = dropout
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (B, N, C) -> (B, nH, N, C/nH)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        p = self.dropout_p if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        return self.out_proj(out.transpose(1, 2).flatten(2))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        return self._attend(q, k, v)
+
+
+class RoPEAttention(Attention):
+    """Attention with 2-D axial rotary encodings on queries and on the spatial part of the keys.
+
+    Keys may hold several memory frames (the query grid's rotation repeats for each) followed by
+    `num_k_exclude_rope` object-pointer tokens that are not rotated.
+    """
+
+    def __init__(
+        self,
+        *args,
+        rope_theta: float = 10000.0,
+        rope_k_repeat: bool = False,
+        feat_sizes: tuple[int, int] = (64, 64),
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.rope_theta = rope_theta
+        self.rope_k_repeat = rope_k_repeat
+        self._angles: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._head_dim = self.internal_dim // self.num_heads
+
+    def _cos_sin(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (n, str(device))
+        if key not in self._angles:
+            side = int(round(n**0.5))
+            if side * side != n:
+                raise ValueError(f"RoPE attention needs a square token grid, got {n} tokens")
+            ang = axial_rope_angles(self._head_dim, side, side, self.rope_theta).to(device)
+            self._angles[key] = (ang.cos(), ang.sin())
+        return self._angles[key]
+
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0
+    ) -> torch.Tensor:
+        q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        nq = q.shape[-2]
+        cos, sin = self._cos_sin(nq, q.device)
+        q = rotate_pairs(q, cos, sin)
+        n_rope = k.shape[-2] - num_k_exclude_rope
+        if n_rope > 0:
+            if n_rope != nq and not self.rope_k_repeat:
+                raise ValueError("keys and queries differ in length but rope_k_repeat is off")
+            reps = n_rope // nq
+            k_rot = rotate_pairs(k[:, :, :n_rope], cos.repeat(reps, 1), sin.repeat(reps, 1))
+            k = torch.cat([k_rot, k[:, :, n_rope:]], dim=2) if num_k_exclude_rope else k_rot
+        return self._attend(q, k, v)

@@ -1,0 +1,74 @@
+"""Image and coordinate transforms between a user's image and the model's square input (opencv + torch)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def as_rgb_uint8(image) -> np.ndarray:
+    """Accept an HWC RGB uint8 array, a grayscale or RGBA array, or a PIL image; return HWC RGB uint8."""
+    if not isinstance(image, np.ndarray):
+        if hasattr(image, "convert"):  # PIL.Image without importing PIL
+            image = np.asarray(image.convert("RGB"))
+        else:
+            raise TypeError(f"expected a numpy array or PIL image, got {type(image).__name__}")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"expected an HxWx3 RGB image, got shape {image.shape}")
+    if image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.dtype != np.uint8:
+        if np.issubdtype(image.dtype, np.floating) and image.size and image.max() <= 1.0:
+            image = image * 255.0
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError("image is empty")
+    return np.ascontiguousarray(image)
+
+
+def preprocess(image: np.ndarray, size: int) -> torch.Tensor:
+    """HWC RGB uint8 -> (3, size, size) float32, resized (area filter when shrinking) and ImageNet-normalised."""
+    h, w = image.shape[:2]
+    shrink = size < h and size < w
+    resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    x = (resized.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return torch.from_numpy(x.transpose(2, 0, 1).copy())
+
+
+def to_model_coords(coords: torch.Tensor, orig_hw: tuple[int, int], size: int, normalize: bool = True) -> torch.Tensor:
+    """(..., 2) (x, y) in original-image pixels (normalize=True) or in [0, 1] -> model-input pixels."""
+    coords = coords.float()
+    if normalize:
+        h, w = orig_hw
+        coords = coords / torch.tensor([w, h], dtype=torch.float32, device=coords.device)
+    return coords * size
+
+
+def upscale_masks(low_res: torch.Tensor, orig_hw: tuple[int, int]) -> torch.Tensor:
+    """(B, C, h, w) logits -> (B, C, H, W) bilinear, in float32."""
+    return F.interpolate(low_res.float(), size=orig_hw, mode="bilinear", align_corners=False)
+
+
+def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> tuple[np.ndarray, bool]:
+    """Fill holes (mode="holes") or drop islands (mode="islands") smaller than area_thresh; says if it changed."""
+    if mode not in ("holes", "islands"):
+        raise ValueError("mode must be 'holes' or 'islands'")
+    fill_holes = mode == "holes"
+    work = (fill_holes ^ mask).astype(np.uint8)
+    n, regions, stats, _ = cv2.connectedComponentsWithStats(work, connectivity=8)
+    small = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] < area_thresh]
+    if not small:
+        return mask, False
+    if fill_holes:  # label 0 is the mask itself; add the small background components to it
+        return np.isin(regions, [0, *small]), True
+    big = [i for i in range(1, n) if i not in small]
+    if not big:  # every island is small: keep the largest one
+        big = [int(np.argmax(stats[1:, cv2.CC_STAT_AREA])) + 1]
+    return np.isin(regions, big), True

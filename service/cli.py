@@ -1,0 +1,109 @@
+"""`sam2-service` command line: `segment` runs one image through the model without a server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def _pair(text: str) -> tuple[float, float]:
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X,Y, got {text!r}") from None
+    return x, y
+
+
+def _box(text: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != 4:
+        raise argparse.ArgumentTypeError(f"expected X0,Y0,X1,Y1, got {text!r}")
+    return vals
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, color=(30, 144, 255), alpha: float = 0.5) -> np.ndarray:
+    """RGB image with the mask tinted and its outline drawn."""
+    out = image.copy()
+    tint = np.array(color, dtype=np.float32)
+    out[mask] = (out[mask].astype(np.float32) * (1 - alpha) + tint * alpha).astype(np.uint8)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, (255, 255, 255), 2)
+    return out
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from model_core import build_model
+    from model_core.image_predictor import ImagePredictor
+    from model_core.precision import parse_dtype
+
+    bgr = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
+    if bgr is None:
+        print(f"error: cannot read image {args.image}", file=sys.stderr)
+        return 2
+    if not args.point and not args.box:
+        print("error: give at least one --point X,Y or a --box X0,Y0,X1,Y1", file=sys.stderr)
+        return 2
+    image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if args.weights == "random":
+        print("WARNING: --weights random builds an UNTRAINED model; the mask is meaningless "
+              "(a smoke run only).", file=sys.stderr)
+    model = build_model(args.model, weights=args.weights, device=args.device, image_size=args.image_size)
+    predictor = ImagePredictor(model, dtype=parse_dtype(args.dtype))
+    predictor.set_image(image)
+    labels = args.label or [1] * len(args.point)
+    if len(labels) != len(args.point):
+        print("error: give one --label per --point (or none for all foreground)", file=sys.stderr)
+        return 2
+    masks, scores, _ = predictor.predict(
+        point_coords=np.array(args.point) if args.point else None,
+        point_labels=np.array(labels) if args.point else None,
+        box=np.array(args.box) if args.box else None,
+        multimask_output=len(args.point) <= 1 and not args.box,
+    )
+    best = int(np.argmax(scores))
+    mask = masks[best] > 0
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.image).stem
+    mask_path, overlay_path = out_dir / f"{stem}_mask.png", out_dir / f"{stem}_overlay.png"
+    cv2.imwrite(str(mask_path), mask.astype(np.uint8) * 255)
+    cv2.imwrite(str(overlay_path), cv2.cvtColor(overlay(image, mask), cv2.COLOR_RGB2BGR))
+    print(f"score {scores[best]:.3f}, area {int(mask.sum())} px -> {mask_path}, {overlay_path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sam2-service", description="SAM 2 / SAM 2.1 inference service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    seg = sub.add_parser("segment", help="segment one image from points and/or a box; writes mask + overlay PNGs")
+    seg.add_argument("image", help="image file (JPEG, PNG, ...)")
+    seg.add_argument("--point", type=_pair, action="append", default=[], metavar="X,Y", help="a click, in pixels")
+    seg.add_argument("--label", type=int, action="append", choices=[0, 1], help="1 foreground, 0 background")
+    seg.add_argument("--box", type=_box, metavar="X0,Y0,X1,Y1", help="a box, in pixels")
+    seg.add_argument("--model", default="sam2.1_t", help="sam2.1_t|s|b|l, sam2_t|s|b|l or Meta's names")
+    seg.add_argument("--weights", default=None,
+                     help="checkpoint path, or 'random' (untrained, offline smoke runs); default: official, cached")
+    seg.add_argument("--device", default="cpu")
+    seg.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 autocast")
+    seg.add_argument("--image-size", type=int, default=None, help="model input size (multiple of 32; default 1024)")
+    seg.add_argument("--out-dir", default=".", help="where to write <name>_mask.png and <name>_overlay.png")
+    seg.set_defaults(func=cmd_segment)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
