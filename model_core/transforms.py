@@ -54,21 +54,3 @@ def to_model_coords(coords: torch.Tensor, orig_hw: tuple[int, int], size: int, n
 def upscale_masks(low_res: torch.Tensor, orig_hw: tuple[int, int]) -> torch.Tensor:
     """(B, C, h, w) logits -> (B, C, H, W) bilinear, in float32."""
     return F.interpolate(low_res.float(), size=orig_hw, mode="bilinear", align_corners=False)
-
-
-def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> tuple[np.ndarray, bool]:
-    """Fill holes (mode="holes") or drop islands (mode="islands") smaller than area_thresh; says if it changed."""
-    if mode not in ("holes", "islands"):
-        raise ValueError("mode must be 'holes' or 'islands'")
-    fill_holes = mode == "holes"
-    work = (fill_holes ^ mask).astype(np.uint8)
-    n, regions, stats, _ = cv2.connectedComponentsWithStats(work, connectivity=8)
-    small = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] < area_thresh]
-    if not small:
-        return mask, False
-    if fill_holes:  # label 0 is the mask itself; add the small background components to it
-        return np.isin(regions, [0, *small]), True
-    big = [i for i in range(1, n) if i not in small]
-    if not big:  # every island is small: keep the largest one
-        big = [int(np.argmax(stats[1:, cv2.CC_STAT_AREA])) + 1]
-    return np.isin(regions, big), True
