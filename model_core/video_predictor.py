@@ -1,0 +1,329 @@
+"""VideoPredictor: Meta's offline video API (init_state, add_new_points_or_box, propagate_in_video, ...).
+
+Same argument names and return values as sam2's SAM2VideoPredictor, so user code ports by changing
+the import. Built on the same steps as the streaming VideoTracker; frames are decoded lazily and
+objects with matching memory layouts are tracked in one batch.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .memory_bank import MemoryEntry, ObjectTrack, assemble_memory, select_memories
+from .precision import autocast
+from .sam2_model import SAM2Model
+from .tracking_step import (
+    NO_OBJ_SCORE,
+    FrameFeatures,
+    condition_on_memory,
+    encode_memory,
+    frame_features,
+    mask_as_output,
+    sam_heads,
+    without_memory,
+)
+from .transforms import preprocess
+from .video_io import FrameSource, open_video
+from .video_tracker import LOW_RES_CLAMP, VideoTracker
+
+
+@dataclass
+class _ObjectState:
+    track: ObjectTrack
+    points: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # frame -> (1,N,2), (1,N)
+    masks: dict[int, torch.Tensor] = field(default_factory=dict)
+    temp: dict[str, dict[int, MemoryEntry]] = field(default_factory=lambda: {"cond": {}, "non_cond": {}})
+    tracked: dict[int, bool] = field(default_factory=dict)  # frame -> tracked in reverse
+
+
+@dataclass
+class VideoState:
+    """The inference state of one video (Meta keeps a dict; this holds the same information)."""
+
+    frames: FrameSource
+    video_height: int
+    video_width: int
+    num_frames: int
+    objects: dict[int, _ObjectState] = field(default_factory=dict)
+    cached: tuple[int, FrameFeatures] | None = None
+
+    @property
+    def obj_ids(self) -> list[int]:
+        return list(self.objects)
+
+
+class VideoPredictor:
+    """Offline video segmentation with Meta's API on our model."""
+
+    def __init__(self, model: SAM2Model, dtype: torch.dtype = torch.float32, fill_hole_area: int = 0,
+                 progress: bool = True) -> None:
+        self.model = model
+        self.dtype = dtype
+        self.progress = progress
+        self._steps = VideoTracker(model, dtype, fill_hole_area)  # shared helpers (hole filling, pos enc)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
+
+    # ---- state ----------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def init_state(self, video, offload_video_to_cpu: bool = False, offload_state_to_cpu: bool = False,
+                   async_loading_frames: bool = False) -> VideoState:
+        """Open a video (mp4 path, JPEG folder, list of frames); frames are read when needed."""
+        frames = open_video(video)
+        h, w = frames.hw
+        return VideoState(frames, h, w, len(frames))
+
+    def frame_tensor(self, state: VideoState, frame_idx: int) -> torch.Tensor:
+        """The preprocessed (3, S, S) input for a frame."""
+        return preprocess(state.frames[frame_idx], self.image_size)
+
+    def _features(self, state: VideoState, frame_idx: int) -> FrameFeatures:
+        if state.cached is None or state.cached[0] != frame_idx:
+            x = self.frame_tensor(state, frame_idx)[None].to(self.device)
+            state.cached = (frame_idx, frame_features(self.model, x))
+        return state.cached[1]
+
+    def _obj(self, state: VideoState, obj_id: int) -> _ObjectState:
+        obj_id = int(obj_id)
+        if obj_id not in state.objects:
+            state.objects[obj_id] = _ObjectState(ObjectTrack(obj_id))
+        return state.objects[obj_id]
+
+    # ---- prompts --------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def add_new_points_or_box(self, inference_state: VideoState, frame_idx: int, obj_id: int, points=None,
+                              labels=None, clear_old_points: bool = True, normalize_coords: bool = True, box=None):
+        """Clicks and/or a box for one object on one frame -> (frame_idx, obj_ids, masks (O, 1, H, W) logits)."""
+        state = inference_state
+        if (points is not None) != (labels is not None):
+            raise ValueError("points and labels must be provided together")
+        if points is None and box is None:
+            raise ValueError("at least one of points or box must be provided as input")
+        if box is not None and not clear_old_points:
+            raise ValueError("a box must come first: use clear_old_points=True when giving a box")
+        self._check_frame(state, frame_idx)
+        obj = self._obj(state, obj_id)
+        size = self.image_size
+        coords = torch.zeros(0, 2) if points is None else torch.as_tensor(np.asarray(points), dtype=torch.float32)
+        labs = torch.zeros(0, dtype=torch.int64) if labels is None else torch.as_tensor(np.asarray(labels)).long()
+        coords, labs = coords.reshape(1, -1, 2), labs.reshape(1, -1)
+        if coords.shape[1] != labs.shape[1]:
+            raise ValueError(f"{coords.shape[1]} points but {labs.shape[1]} labels")
+        if box is not None:
+            corners = torch.as_tensor(np.asarray(box), dtype=torch.float32).reshape(1, 2, 2)
+            coords = torch.cat([corners, coords], dim=1)
+            labs = torch.cat([torch.tensor([[2, 3]]), labs], dim=1)
+        if normalize_coords:
+            coords = coords / torch.tensor([state.video_width, state.video_height], dtype=torch.float32)
+        coords, labs = (coords * size).to(self.device), labs.to(self.device)
+        if not clear_old_points and frame_idx in obj.points:
+            old_c, old_l = obj.points[frame_idx]
+            coords, labs = torch.cat([old_c, coords], dim=1), torch.cat([old_l, labs], dim=1)
+        obj.points[frame_idx] = (coords, labs)
+        obj.masks.pop(frame_idx, None)
+
+        is_init = frame_idx not in obj.tracked
+        reverse = False if is_init else obj.tracked[frame_idx]
+        key = "cond" if is_init else "non_cond"
+        prev = obj.temp[key].get(frame_idx) or obj.track.cond.get(frame_idx) or obj.track.non_cond.get(frame_idx)
+        prev_logits = None
+        if prev is not None and prev.low_res is not None:
+            prev_logits = prev.low_res[None].to(self.device).clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP)
+        with autocast(self.device, self.dtype):
+            feats = self._features(state, frame_idx)
+            pix = self._pix_feat(state, obj.track, feats, frame_idx, is_init, reverse)
+            multimask = coords.shape[1] <= 1
+            out = sam_heads(self.model, pix, feats.high_res, coords, labs, prev_logits, multimask)
+        low = self._steps._fill_holes(out.low_res)
+        obj.temp[key][frame_idx] = MemoryEntry(None, out.obj_ptr[0], out.score[0], low[0])
+        return frame_idx, state.obj_ids, self._frame_masks(state, frame_idx, key)
+
+    def add_new_points(self, *args, **kwargs):
+        """Deprecated alias of add_new_points_or_box (as in Meta's API)."""
+        return self.add_new_points_or_box(*args, **kwargs)
+
+    @torch.inference_mode()
+    def add_new_mask(self, inference_state: VideoState, frame_idx: int, obj_id: int, mask):
+        """A binary mask (H, W) for one object on one frame; it becomes the output for that frame."""
+        state = inference_state
+        self._check_frame(state, frame_idx)
+        obj = self._obj(state, obj_id)
+        m = torch.as_tensor(np.asarray(mask)).to(self.device)
+        if m.ndim != 2:
+            raise ValueError(f"mask must be (H, W), got {tuple(m.shape)}")
+        m = m[None, None].float()
+        size = self.image_size
+        if m.shape[-2:] != (size, size):
+            m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            m = (m >= 0.5).float()
+        obj.masks[frame_idx] = m
+        obj.points.pop(frame_idx, None)
+        is_init = frame_idx not in obj.tracked
+        key = "cond" if is_init else "non_cond"
+        with autocast(self.device, self.dtype):
+            out = mask_as_output(self.model, self._features(state, frame_idx), m)
+        low = self._steps._fill_holes(out.low_res)
+        obj.temp[key][frame_idx] = MemoryEntry(None, out.obj_ptr[0], out.score[0], low[0])
+        return frame_idx, state.obj_ids, self._frame_masks(state, frame_idx, key)
+
+    # ---- propagation ----------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def propagate_in_video_preflight(self, inference_state: VideoState) -> None:
+        """Encode the memories of newly prompted frames and file them as conditioning/non-conditioning."""
+        state = inference_state
+        if not state.objects:
+            raise RuntimeError("No input points or masks are provided for any object; please add inputs first.")
+        size = self.image_size
+        for obj in state.objects.values():
+            for key in ("non_cond", "cond"):
+                for frame_idx, entry in obj.temp[key].items():
+                    if entry.maskmem is None:
+                        with autocast(self.device, self.dtype):
+                            feats = self._features(state, frame_idx)
+                            high = F.interpolate(entry.low_res[None].to(self.device), size=(size, size),
+                                                 mode="bilinear", align_corners=False)
+                            entry.maskmem = encode_memory(self.model, feats, high, entry.score[None], binarize=True)[0]
+                    (obj.track.cond if key == "cond" else obj.track.non_cond)[frame_idx] = entry
+                obj.temp[key].clear()
+            if not obj.track.cond:
+                raise RuntimeError(
+                    f"No input points or masks are provided for object id {obj.track.obj_id}; please add inputs first."
+                )
+            for frame_idx in obj.track.cond:
+                obj.track.non_cond.pop(frame_idx, None)
+
+    @torch.inference_mode()
+    def propagate_in_video(self, inference_state: VideoState, start_frame_idx: int | None = None,
+                           max_frame_num_to_track: int | None = None, reverse: bool = False):
+        """Yield (frame_idx, obj_ids, masks (O, 1, H, W) logits) for each frame in tracking order."""
+        state = inference_state
+        self.propagate_in_video_preflight(state)
+        n = state.num_frames
+        if start_frame_idx is None:
+            start_frame_idx = min(t for o in state.objects.values() for t in o.track.cond)
+        if max_frame_num_to_track is None:
+            max_frame_num_to_track = n
+        if reverse:
+            end = max(start_frame_idx - max_frame_num_to_track, 0)
+            order = range(start_frame_idx, end - 1, -1) if start_frame_idx > 0 else []
+        else:
+            end = min(start_frame_idx + max_frame_num_to_track, n - 1)
+            order = range(start_frame_idx, end + 1)
+        for frame_idx in tqdm(order, desc="propagate in video", disable=not self.progress):
+            lows = self._track_frame(state, frame_idx, reverse)
+            masks = torch.cat([lows[obj_id] for obj_id in state.objects])
+            yield frame_idx, state.obj_ids, self._to_video(state, masks)
+
+    def _track_frame(self, state: VideoState, frame_idx: int, reverse: bool) -> dict[int, torch.Tensor]:
+        lows: dict[int, torch.Tensor] = {}
+        groups = defaultdict(list)
+        for obj_id, obj in state.objects.items():
+            if frame_idx in obj.track.cond:
+                lows[obj_id] = obj.track.cond[frame_idx].low_res[None]
+            else:
+                sel = select_memories(obj.track, frame_idx, reverse, state.num_frames, self.model.cfg)
+                groups[sel.layout].append((obj, sel))
+            obj.tracked[frame_idx] = reverse
+        if groups:
+            with autocast(self.device, self.dtype):
+                feats = self._features(state, frame_idx)
+                for members in groups.values():
+                    objs, sels = zip(*members)
+                    ff = feats.expand(len(objs))
+                    memory, memory_pos, n_ptr = assemble_memory(self.model, list(sels),
+                                                                self._steps._memory_pos(self.device))
+                    pix = condition_on_memory(self.model, ff, memory, memory_pos, n_ptr)
+                    heads = sam_heads(self.model, pix, ff.high_res, None, None, None, multimask=True)
+                    mem = encode_memory(self.model, ff, heads.high_res, heads.score, binarize=False)
+                    low = self._steps._fill_holes(heads.low_res)
+                    for i, obj in enumerate(objs):
+                        obj.track.non_cond[frame_idx] = MemoryEntry(mem[i], heads.obj_ptr[i], heads.score[i], low[i])
+                        lows[obj.track.obj_id] = low[i : i + 1]
+        return lows
+
+    # ---- editing --------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def clear_all_prompts_in_frame(self, inference_state: VideoState, frame_idx: int, obj_id: int,
+                                   need_output: bool = True):
+        """Remove one object's prompts on a frame (its output there becomes an ordinary tracked frame)."""
+        state = inference_state
+        obj = self._obj(state, obj_id)
+        obj.points.pop(frame_idx, None)
+        obj.masks.pop(frame_idx, None)
+        obj.temp["cond"].pop(frame_idx, None)
+        obj.temp["non_cond"].pop(frame_idx, None)
+        entry = obj.track.cond.pop(frame_idx, None)
+        if entry is not None:
+            obj.track.non_cond[frame_idx] = entry
+            obj.tracked.pop(frame_idx, None)
+        if not need_output:
+            return None
+        is_cond = any(frame_idx in o.temp["cond"] for o in state.objects.values())
+        return frame_idx, state.obj_ids, self._frame_masks(state, frame_idx, "cond" if is_cond else "non_cond")
+
+    @torch.inference_mode()
+    def remove_object(self, inference_state: VideoState, obj_id: int, strict: bool = False, need_output: bool = True):
+        """Remove an object; returns (obj_ids, [(frame_idx, masks)] for frames where it had prompts)."""
+        state = inference_state
+        obj = state.objects.get(int(obj_id))
+        if obj is None:
+            if strict:
+                raise RuntimeError(f"Cannot remove object id {obj_id} as it doesn't exist. "
+                                   f"All existing object ids: {state.obj_ids}.")
+            return state.obj_ids, []
+        frames = set(obj.points) | set(obj.masks)
+        del state.objects[int(obj_id)]
+        updated = []
+        if need_output and state.objects:
+            for frame_idx in sorted(frames):
+                is_cond = any(frame_idx in o.temp["cond"] for o in state.objects.values())
+                updated.append((frame_idx, self._frame_masks(state, frame_idx, "cond" if is_cond else "non_cond")))
+        return state.obj_ids, updated
+
+    @torch.inference_mode()
+    def reset_state(self, inference_state: VideoState) -> None:
+        """Remove all objects, prompts and tracking results."""
+        inference_state.objects.clear()
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    def _check_frame(self, state: VideoState, frame_idx: int) -> None:
+        if not 0 <= frame_idx < state.num_frames:
+            raise IndexError(f"frame_idx {frame_idx} is outside the video (0..{state.num_frames - 1})")
+
+    def _pix_feat(self, state, track, feats, frame_idx, is_init, reverse) -> torch.Tensor:
+        if is_init:
+            return without_memory(self.model, feats)
+        sel = select_memories(track, frame_idx, reverse, state.num_frames, self.model.cfg)
+        memory, memory_pos, n_ptr = assemble_memory(self.model, [sel], self._steps._memory_pos(self.device))
+        return condition_on_memory(self.model, feats, memory, memory_pos, n_ptr)
+
+    def _frame_masks(self, state: VideoState, frame_idx: int, key: str) -> torch.Tensor:
+        """All objects' current logits on a frame at video resolution; objects without output get NO_OBJ_SCORE."""
+        out = torch.full((len(state.objects), 1, state.video_height, state.video_width), NO_OBJ_SCORE,
+                         device=self.device)
+        for i, obj in enumerate(state.objects.values()):
+            entry = obj.temp[key].get(frame_idx) or obj.track.cond.get(frame_idx) or obj.track.non_cond.get(frame_idx)
+            if entry is not None and entry.low_res is not None:
+                out[i : i + 1] = self._to_video(state, entry.low_res[None].to(self.device))
+        return out
+
+    def _to_video(self, state: VideoState, low_res: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(low_res.float(), size=(state.video_height, state.video_width), mode="bilinear",
+                             align_corners=False)

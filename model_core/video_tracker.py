@@ -1,0 +1,374 @@
+"""VideoTracker: the streaming core. Frames arrive one at a time; prompts may come at any moment.
+
+Semantics follow Meta's 12/2024 video predictor (each object tracked as if alone), but objects whose
+memories line up share one batched pass, and memory is bounded: conditioning (prompted) frames plus
+the last num_maskmem frames' memories and the last 16 frames' object pointers. No pixels are kept.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .memory_bank import MemoryEntry, ObjectTrack, assemble_memory, select_memories
+from .precision import autocast
+from .sam2_model import SAM2Model
+from .tracking_step import (
+    FrameFeatures,
+    HeadOutput,
+    condition_on_memory,
+    encode_memory,
+    frame_features,
+    mask_as_output,
+    memory_pos_enc,
+    sam_heads,
+    without_memory,
+)
+from .transforms import as_rgb_uint8, preprocess, to_model_coords
+
+LOW_RES_CLAMP = 32.0
+
+
+@dataclass
+class Prompt:
+    """Clicks and/or a box (as corner points labelled 2, 3), or a binary mask, in model-input pixels."""
+
+    coords: torch.Tensor | None = None  # (N, 2)
+    labels: torch.Tensor | None = None  # (N,)
+    mask: torch.Tensor | None = None  # (1, 1, S, S) binary float
+    update_memory: bool = True
+
+    @property
+    def num_points(self) -> int:
+        return 0 if self.coords is None else int(self.coords.shape[0])
+
+
+@dataclass
+class ObjectResult:
+    obj_id: int
+    mask: np.ndarray  # (H, W) bool at the video's resolution
+    logits: torch.Tensor  # (1, 4s, 4s) float32 low-resolution logits
+    score: float  # predicted IoU of the mask
+    object_score: float  # presence logit
+    present: bool
+
+
+@dataclass
+class TrackResult:
+    frame_idx: int
+    objects: list[ObjectResult]
+
+    def by_id(self) -> dict[int, ObjectResult]:
+        return {o.obj_id: o for o in self.objects}
+
+
+@dataclass
+class StepDelta:
+    """What one step changed in the state: entries written (obj_id, kind, frame) and entries dropped."""
+
+    put: list[tuple[int, str, int]] = field(default_factory=list)
+    delete: list[tuple[int, str, int]] = field(default_factory=list)
+
+
+@dataclass
+class TrackerState:
+    """Everything a session needs to continue; serialisable with `model_core.state_codec`."""
+
+    height: int
+    width: int
+    num_frames: int | None = None  # expected length (None: an open-ended stream)
+    mode: str = "video"  # "video", or "images" for independent images sharing memory
+    max_obj_num: int | None = None
+    frame_idx: int = 0  # index the next frame will get
+    objects: dict[int, ObjectTrack] = field(default_factory=dict)
+    pending: dict[int, Prompt] = field(default_factory=dict)  # prompts for the next frame
+    frame_points: dict[int, tuple[int, torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    last_features: FrameFeatures | None = None  # the latest frame's features (not serialised)
+    last_delta: StepDelta = field(default_factory=StepDelta)
+
+    @property
+    def obj_ids(self) -> list[int]:
+        return list(self.objects)
+
+
+class VideoTracker:
+    """Tracks every prompted object through a stream of frames with SAM 2's memory."""
+
+    def __init__(self, model: SAM2Model, dtype: torch.dtype = torch.float32, fill_hole_area: int = 0) -> None:
+        self.model = model
+        self.dtype = dtype
+        self.fill_hole_area = fill_hole_area
+        self._pos_enc: torch.Tensor | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def cfg(self):
+        return self.model.cfg
+
+    # ---- state and prompts ----------------------------------------------------------------
+
+    def new_state(
+        self, height: int, width: int, num_frames: int | None = None, mode: str = "video", max_obj_num: int | None = None
+    ) -> TrackerState:
+        if height < 1 or width < 1:
+            raise ValueError("height and width must be positive")
+        if mode not in ("video", "images"):
+            raise ValueError("mode must be 'video' or 'images'")
+        return TrackerState(height, width, num_frames, mode, max_obj_num)
+
+    def make_prompt(
+        self, state: TrackerState, points=None, labels=None, box=None, mask=None, normalize_coords: bool = True,
+        update_memory: bool = True,
+    ) -> Prompt:
+        """Validate user prompts (pixels of the video) and bring them to model-input coordinates."""
+        size, dev = self.cfg.image_size, self.device
+        if mask is not None:
+            if points is not None or box is not None:
+                raise ValueError("give either a mask or points/box, not both")
+            return Prompt(mask=self._mask_input(state, mask), update_memory=update_memory)
+        if (points is None) != (labels is None):
+            raise ValueError("points and labels must be given together")
+        if points is None and box is None:
+            raise ValueError("give points with labels, a box, or a mask")
+        coords, labs = [], []
+        hw = (state.height, state.width)
+        if box is not None:
+            b = torch.as_tensor(np.asarray(box, dtype=np.float32)).reshape(-1)
+            if b.numel() != 4:
+                raise ValueError("box must be [x0, y0, x1, y1]")
+            coords.append(to_model_coords(b.reshape(2, 2), hw, size, normalize_coords))
+            labs.append(torch.tensor([2, 3]))
+        if points is not None:
+            p = torch.as_tensor(np.asarray(points, dtype=np.float32)).reshape(-1, 2)
+            lab = torch.as_tensor(np.asarray(labels)).reshape(-1).long()
+            if lab.shape[0] != p.shape[0]:
+                raise ValueError(f"{p.shape[0]} points but {lab.shape[0]} labels")
+            coords.append(to_model_coords(p, hw, size, normalize_coords))
+            labs.append(lab)
+        return Prompt(torch.cat(coords).to(dev), torch.cat(labs).to(dev), update_memory=update_memory)
+
+    def _mask_input(self, state: TrackerState, mask) -> torch.Tensor:
+        m = torch.as_tensor(np.asarray(mask)).to(self.device)
+        if m.ndim != 2:
+            raise ValueError(f"mask must be (H, W), got {tuple(m.shape)}")
+        m = m[None, None].float()
+        size = self.cfg.image_size
+        if m.shape[-2:] != (size, size):
+            m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            m = (m >= 0.5).float()
+        return m
+
+    def add_prompt(
+        self, state: TrackerState, obj_id: int, points=None, labels=None, box=None, mask=None,
+        frame: str = "next", normalize_coords: bool = True, update_memory: bool = True,
+    ) -> ObjectResult | None:
+        """Prompt an object on the next frame (applied when it arrives) or refine the current one now.
+
+        frame="next": clicks for the same object accumulate until the frame arrives. frame="current":
+        the latest tracked frame; returns the object's corrected mask. New objects may join at any time.
+        """
+        obj_id = int(obj_id)
+        if obj_id not in state.objects and state.max_obj_num is not None and len(state.objects) >= state.max_obj_num:
+            raise ValueError(f"at most {state.max_obj_num} objects per session")
+        prompt = self.make_prompt(state, points, labels, box, mask, normalize_coords, update_memory)
+        if frame == "next":
+            old = state.pending.get(obj_id)
+            if old is not None and old.coords is not None and prompt.coords is not None and (prompt.labels < 2).all():
+                prompt = Prompt(torch.cat([old.coords, prompt.coords]), torch.cat([old.labels, prompt.labels]),
+                                update_memory=prompt.update_memory)
+            state.pending[obj_id] = prompt
+            state.objects.setdefault(obj_id, ObjectTrack(obj_id))
+            return None
+        if frame != "current":
+            raise ValueError("frame must be 'next' or 'current'")
+        if state.frame_idx == 0 or state.last_features is None:
+            raise ValueError("no current frame to refine: send a frame first (or prompt frame='next')")
+        with torch.inference_mode(), autocast(self.device, self.dtype):
+            return self._refine_current(state, obj_id, prompt)
+
+    def remove_object(self, state: TrackerState, obj_id: int) -> None:
+        """Forget an object and its memory; the others are unaffected."""
+        track = state.objects.pop(int(obj_id), None)
+        if track is None:
+            raise KeyError(f"unknown object id {obj_id}")
+        state.pending.pop(int(obj_id), None)
+        state.frame_points.pop(int(obj_id), None)
+        state.last_delta.delete += [(track.obj_id, k, t) for k, d in (("c", track.cond), ("n", track.non_cond)) for t in d]
+
+    def reset(self, state: TrackerState) -> None:
+        """Drop all objects, prompts and memories; the frame counter continues."""
+        for obj_id in list(state.objects):
+            self.remove_object(state, obj_id)
+        state.pending.clear()
+
+    # ---- frames ---------------------------------------------------------------------------
+
+    def track(self, state: TrackerState, frame) -> TrackResult:
+        """Segment every object on the next frame (HWC RGB uint8 at the session's size, or a tensor)."""
+        if isinstance(frame, torch.Tensor) and frame.ndim == 3 and frame.shape[0] == 3:
+            x = frame[None].to(self.device, torch.float32)  # already preprocessed (3, S, S)
+        else:
+            image = as_rgb_uint8(frame)
+            if image.shape[:2] != (state.height, state.width):
+                raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]}, session is {state.width}x{state.height}")
+            x = preprocess(image, self.cfg.image_size)[None].to(self.device)
+        with torch.inference_mode(), autocast(self.device, self.dtype):
+            return self._track(state, x)
+
+    def _track(self, state: TrackerState, x: torch.Tensor) -> TrackResult:
+        f = state.frame_idx
+        state.last_delta = StepDelta()
+        feats = frame_features(self.model, x)
+        outputs: dict[int, HeadOutput] = {}
+
+        for obj_id, prompt in list(state.pending.items()):
+            outputs[obj_id] = self._start_track(state, feats, f, obj_id, prompt)
+        state.pending.clear()
+
+        followers = [t for t in state.objects.values() if t.obj_id not in outputs and t.cond]
+        groups: dict[tuple[int, int], list] = defaultdict(list)
+        for track in followers:
+            sel = select_memories(track, f, False, state.num_frames, self.cfg)
+            groups[sel.layout].append((track, sel))
+        for members in groups.values():
+            tracks, sels = zip(*members)
+            b = len(tracks)
+            ff = feats.expand(b)
+            memory, memory_pos, n_ptr = assemble_memory(self.model, list(sels), self._memory_pos(x.device))
+            pix = condition_on_memory(self.model, ff, memory, memory_pos, n_ptr)
+            heads = sam_heads(self.model, pix, ff.high_res, None, None, None, multimask=True)
+            remember = state.mode == "video"
+            mem = encode_memory(self.model, ff, heads.high_res, heads.score, binarize=False) if remember else None
+            for i, track in enumerate(tracks):
+                out = HeadOutput(heads.low_res[i : i + 1], heads.high_res[i : i + 1], heads.obj_ptr[i : i + 1],
+                                 heads.score[i : i + 1], heads.iou[i : i + 1])
+                out.low_res = self._fill_holes(out.low_res)
+                outputs[track.obj_id] = out
+                if remember:
+                    track.non_cond[f] = MemoryEntry(mem[i], heads.obj_ptr[i], heads.score[i], out.low_res[0])
+                    state.last_delta.put.append((track.obj_id, "n", f))
+
+        self._evict(state, f)
+        state.frame_idx = f + 1
+        state.last_features = feats
+        results = [self._result(state, obj_id, outputs[obj_id]) for obj_id in state.objects if obj_id in outputs]
+        return TrackResult(f, results)
+
+    # ---- steps ----------------------------------------------------------------------------
+
+    def _heads_for_prompt(
+        self, feats: FrameFeatures, prompt: Prompt, pix: torch.Tensor, prev_logits: torch.Tensor | None
+    ) -> HeadOutput:
+        if prompt.mask is not None:
+            return mask_as_output(self.model, feats, prompt.mask)
+        multimask = prompt.num_points <= 1
+        return sam_heads(self.model, pix, feats.high_res, prompt.coords[None], prompt.labels[None], prev_logits, multimask)
+
+    def _prompt_memory(self, feats: FrameFeatures, out: HeadOutput) -> torch.Tensor:
+        """Memory of a prompted frame: from the (hole-filled) low-res mask, binarised, as Meta's preflight does."""
+        size = self.cfg.image_size
+        high = F.interpolate(out.low_res, size=(size, size), mode="bilinear", align_corners=False)
+        return encode_memory(self.model, feats, high, out.score, binarize=True)[0]
+
+    def _start_track(self, state: TrackerState, feats: FrameFeatures, f: int, obj_id: int, prompt: Prompt) -> HeadOutput:
+        """A prompt on a frame the object has not been tracked on: a conditioning frame, without memory."""
+        track = state.objects.setdefault(obj_id, ObjectTrack(obj_id))
+        out = self._heads_for_prompt(feats, prompt, without_memory(self.model, feats), None)
+        out.low_res = self._fill_holes(out.low_res)
+        if prompt.coords is not None:
+            state.frame_points[obj_id] = (f, prompt.coords, prompt.labels)
+        else:
+            state.frame_points.pop(obj_id, None)
+        if prompt.update_memory:
+            track.cond[f] = MemoryEntry(self._prompt_memory(feats, out), out.obj_ptr[0], out.score[0], out.low_res[0])
+            state.last_delta.put.append((obj_id, "c", f))
+        return out
+
+    def _refine_current(self, state: TrackerState, obj_id: int, prompt: Prompt) -> ObjectResult:
+        f = state.frame_idx - 1
+        feats = state.last_features
+        track = state.objects.get(obj_id)
+        if track is None or track.entry(f) is None:
+            out = self._start_track(state, feats, f, obj_id, prompt)
+            return self._result(state, obj_id, out)
+        if prompt.coords is not None:
+            prev = state.frame_points.get(obj_id)
+            if prev is not None and prev[0] == f and (prompt.labels < 2).all():
+                prompt = Prompt(torch.cat([prev[1], prompt.coords]), torch.cat([prev[2], prompt.labels]),
+                                update_memory=prompt.update_memory)
+        is_cond = f in track.cond
+        entry = track.cond[f] if is_cond else track.non_cond[f]
+        prev_logits = entry.low_res[None].clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP) if entry.low_res is not None else None
+        if prompt.mask is not None:
+            prev_logits = None
+        if is_cond:  # refining a prompted frame: still no memory, as on its first click
+            pix = without_memory(self.model, feats)
+        else:  # correcting a tracked frame: conditioned on the memory before it
+            sel = select_memories(track, f, False, state.num_frames, self.cfg)
+            memory, memory_pos, n_ptr = assemble_memory(self.model, [sel], self._memory_pos(feats.vision.device))
+            pix = condition_on_memory(self.model, feats, memory, memory_pos, n_ptr)
+        out = self._heads_for_prompt(feats, prompt, pix, prev_logits)
+        out.low_res = self._fill_holes(out.low_res)
+        if prompt.coords is not None:
+            state.frame_points[obj_id] = (f, prompt.coords, prompt.labels)
+        if prompt.update_memory:
+            new = MemoryEntry(self._prompt_memory(feats, out), out.obj_ptr[0], out.score[0], out.low_res[0])
+            (track.cond if is_cond else track.non_cond)[f] = new
+            state.last_delta.put.append((obj_id, "c" if is_cond else "n", f))
+        return self._result(state, obj_id, out)
+
+    def _evict(self, state: TrackerState, f: int) -> None:
+        """Keep what frame f (corrections) and f + 1 can read: 16 frames of pointers, 7 of memories."""
+        keep_ptr_from = f - (self.cfg.max_obj_ptrs_in_encoder - 1)
+        keep_mem_from = f - (self.cfg.num_maskmem - 1)
+        for track in state.objects.values():
+            for t in [t for t in track.non_cond if t < keep_ptr_from]:
+                del track.non_cond[t]
+                state.last_delta.delete.append((track.obj_id, "n", t))
+            for t, e in track.non_cond.items():
+                if t < keep_mem_from and e.maskmem is not None:
+                    e.maskmem = None
+                    state.last_delta.put.append((track.obj_id, "n", t))
+                if t < f and e.low_res is not None:
+                    e.low_res = None
+                    state.last_delta.put.append((track.obj_id, "n", t))
+            for t, e in track.cond.items():
+                if t < f and e.low_res is not None:
+                    e.low_res = None
+                    state.last_delta.put.append((track.obj_id, "c", t))
+        state.last_delta.put = list(dict.fromkeys(state.last_delta.put))
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    def _memory_pos(self, device: torch.device) -> torch.Tensor:
+        if self._pos_enc is None or self._pos_enc.device != device:
+            self._pos_enc = memory_pos_enc(self.model, device)
+        return self._pos_enc
+
+    def _fill_holes(self, low_res: torch.Tensor) -> torch.Tensor:
+        """Background holes up to fill_hole_area low-res pixels become weakly foreground (Meta's fill_hole_area)."""
+        if self.fill_hole_area <= 0:
+            return low_res
+        arr = low_res.detach().float().cpu().numpy().copy()
+        for m in arr.reshape(-1, *arr.shape[-2:]):
+            n, lab, stats, _ = cv2.connectedComponentsWithStats((m <= 0).astype(np.uint8), connectivity=8)
+            small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] <= self.fill_hole_area)
+            small = small[small > 0]
+            if small.size:
+                m[np.isin(lab, small)] = 0.1
+        return torch.from_numpy(arr).to(low_res.device)
+
+    def _result(self, state: TrackerState, obj_id: int, out: HeadOutput) -> ObjectResult:
+        logits = out.low_res.float()
+        video = F.interpolate(logits, size=(state.height, state.width), mode="bilinear", align_corners=False)
+        score = float(out.score.reshape(-1)[0])
+        return ObjectResult(obj_id, (video[0, 0] > 0).cpu().numpy(), logits[0], float(out.iou.reshape(-1)[0]),
+                            score, score > 0)

@@ -1,0 +1,71 @@
+"""Synthetic clips and the reference video predictor, shared by the video tests."""
+
+from __future__ import annotations
+
+
+import cv2
+import numpy as np
+import torch
+
+from tests.reference import REF_CONFIG_FILES, randomize_
+
+
+def synthetic_clip(n: int, h: int, w: int, seed: int = 0) -> list[np.ndarray]:
+    """A smooth background with a disc and a square moving across it; the disc hides behind the square."""
+    rng = np.random.default_rng(seed)
+    bg = cv2.resize(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+    frames = []
+    for i in range(n):
+        img = bg.copy()
+        t = i / max(n - 1, 1)
+        cv2.circle(img, (int(w * (0.2 + 0.5 * t)), int(h * 0.5)), h // 6, (240, 50, 50), -1)
+        cv2.rectangle(img, (int(w * 0.55), int(h * (0.15 + 0.3 * t))), (int(w * 0.8), int(h * (0.5 + 0.3 * t))),
+                      (40, 200, 80), -1)
+        frames.append(img)
+    return frames
+
+
+class _Fp32Torch:
+    """Stands in for `torch` inside sam2.sam2_video_predictor so its bf16 memory cast stays fp32."""
+
+    bfloat16 = torch.float32
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+
+def reference_video_predictor(name: str, image_size: int, seed: int = 0):
+    """Meta's SAM2VideoPredictor with seeded random weights, fill_hole_area=0 and its memory kept in fp32.
+
+    sam2 casts stored memory features to bf16 even in fp32 runs (and then fails on CPU with a dtype
+    mismatch once a prompt arrives after tracking began, its issues #308/#577); for parity we keep it fp32.
+    """
+    import sam2.sam2_video_predictor as svp
+    from sam2.build_sam import build_sam2_video_predictor
+
+    svp.torch = _Fp32Torch()
+    torch.manual_seed(seed)
+    overrides = ["++model.fill_hole_area=0", f"++model.image_size={image_size}"]
+    pred = build_sam2_video_predictor(REF_CONFIG_FILES[name], ckpt_path=None, device="cpu",
+                                      hydra_overrides_extra=overrides)
+    return randomize_(pred, seed).eval().requires_grad_(False)
+
+
+def reference_state(ref, frames, tensors, tmp_path):
+    """Reference inference state over JPEGs of `frames`, then fed exactly our preprocessed `tensors`."""
+    folder = tmp_path / "clip"
+    folder.mkdir(exist_ok=True)
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:05d}.jpg"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    state = ref.init_state(str(folder))
+    state["images"] = torch.stack(tensors)
+    state["cached_features"] = {}
+    return state
+
+
+def restore_torch():
+    import sam2.sam2_video_predictor as svp
+
+    svp.torch = torch
+
+
