@@ -1,4 +1,4 @@
-"""`sam2-service` command line: `segment` runs one image through the model without a server."""
+"""`sam2-service` command line: `serve` runs the HTTP service; `segment` runs one image without a server."""
 
 from __future__ import annotations
 
@@ -80,6 +80,28 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from .app import create_app
+    from .settings import Settings
+
+    overrides = {k: v for k, v in vars(args).items()
+                 if k in Settings.model_fields and v is not None}
+    try:
+        settings = Settings(**overrides)  # SAM2_* variables fill in what the flags leave out
+    except ValidationError as exc:
+        print(f"error: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    if settings.weights == "random":
+        print("WARNING: --weights random serves an UNTRAINED model; its masks are meaningless "
+              "(tests and smoke runs only).", file=sys.stderr)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level,
+                timeout_graceful_shutdown=10)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sam2-service", description="SAM 2 / SAM 2.1 inference service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -96,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--image-size", type=int, default=None, help="model input size (multiple of 32; default 1024)")
     seg.add_argument("--out-dir", default=".", help="where to write <name>_mask.png and <name>_overlay.png")
     seg.set_defaults(func=cmd_segment)
+
+    srv = sub.add_parser("serve", help="run the HTTP API (settings from flags, then SAM2_* variables)")
+    srv.add_argument("--model", help="sam2.1_t|s|b|l, sam2_t|s|b|l or Meta's names (default sam2.1_t)")
+    srv.add_argument("--weights", help="checkpoint path, or 'random' (untrained, offline smoke runs); "
+                                       "default: official, cached")
+    srv.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    srv.add_argument("--dtype", help="fp32, bf16 or fp16 (default: fp16 on CUDA, bf16 on CPUs with it, else fp32)")
+    srv.add_argument("--image-size", type=int, help="model input size (multiple of 32; default 1024)")
+    srv.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, help="port (default 8000)")
+    srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    srv.set_defaults(func=cmd_serve)
     return parser
 
 

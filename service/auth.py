@@ -1,0 +1,53 @@
+"""API keys: the settings hold sha256 digests only; a request shows the key as Bearer token or X-API-Key."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from . import errors
+
+bearer_scheme = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
+header_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="the API key")
+
+NO_AUTH_TENANT = ""
+
+
+def hash_key(key: str) -> str:
+    """What SAM2_API_KEYS holds for a key: its sha256, hex (`printf %s "$KEY" | sha256sum`)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def match_key(presented: str, hashes: list[str]) -> str | None:
+    """The stored digest the key matches, or None. Compares against every digest in constant time."""
+    digest = hash_key(presented).encode("ascii")
+    found = None
+    for stored in hashes:
+        if hmac.compare_digest(digest, stored.encode("ascii")):
+            found = stored
+    return found
+
+
+async def require_api_key(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+    api_key: Annotated[str | None, Security(header_scheme)],
+) -> str:
+    """The caller's tenant (the digest of its key; "" with auth off). Embeddings are cached per tenant."""
+    hashes: list[str] = request.app.state.settings.api_keys
+    if not hashes:
+        return NO_AUTH_TENANT
+    presented = bearer.credentials if bearer is not None else api_key
+    if not presented:
+        raise errors.unauthorized("this server needs an API key: send `Authorization: Bearer <key>` or `X-API-Key`")
+    tenant = match_key(presented, hashes)
+    if tenant is None:
+        raise errors.unauthorized("the API key is not valid")
+    return tenant
+
+
+Tenant = Annotated[str, Depends(require_api_key)]

@@ -1,0 +1,169 @@
+"""Reading a request: JSON or multipart body -> validated model and image bytes; then the image to work on.
+
+Everything heavy (base64, hashing, decoding, resizing) runs in the thread pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from . import errors, image_io
+from .engine import Engine, ImageInput
+from .settings import Settings
+
+M = TypeVar("M", bound=BaseModel)
+
+JSON_TYPES = ("application/json",)
+FORM_TYPE = "multipart/form-data"
+
+
+def _validate(model: type[M], data: dict) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+
+
+async def read_request(
+    request: Request, model: type[M], settings: Settings, json_fields: tuple[str, ...] = ()
+) -> tuple[M, bytes | None]:
+    """The body as `model` plus the image bytes if an image was sent (base64 in JSON, or a file part).
+
+    In multipart bodies the fields named in `json_fields` hold JSON text (e.g. `objects`).
+    """
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype in JSON_TYPES or ctype.endswith("+json"):
+        raw = await request.body()
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise errors.bad_request("the body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise errors.bad_request("the JSON body must be an object")
+        body = _validate(model, data)
+        image = getattr(body, "image", None)
+        if image is None:
+            return body, None
+        return body, await run_in_threadpool(image_io.decode_base64, image, settings.max_image_bytes)
+    if ctype == FORM_TYPE:
+        return await _read_form(request, model, settings, json_fields)
+    raise errors.unsupported_media(
+        f"send the request as application/json or multipart/form-data, not {ctype or 'no content type'}"
+    )
+
+
+async def _read_form(
+    request: Request, model: type[M], settings: Settings, json_fields: tuple[str, ...]
+) -> tuple[M, bytes | None]:
+    try:
+        form = await request.form(max_files=1, max_fields=32, max_part_size=settings.max_request_bytes)
+    except HTTPException as exc:
+        raise errors.bad_request(f"malformed multipart body: {exc.detail}") from None
+    data: dict = {}
+    image: bytes | None = None
+    try:
+        for name, value in form.multi_items():
+            if name in data or (name == "image" and image is not None):
+                raise errors.bad_request(f"field {name!r} is given more than once")
+            if name == "image":
+                if not isinstance(value, UploadFile):
+                    raise errors.bad_request("`image` must be a file part (curl -F image=@photo.jpg)")
+                image = await value.read()
+                continue
+            if isinstance(value, UploadFile):
+                value = (await value.read()).decode("utf-8", errors="replace")
+            if name in json_fields:
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    raise errors.bad_request(f"field {name!r} must hold JSON") from None
+            data[name] = value
+    finally:
+        await form.close()
+    return _validate(model, data), image
+
+
+async def resolve_image(
+    engine: Engine,
+    settings: Settings,
+    tenant: str,
+    image_bytes: bytes | None,
+    image_id: str | None,
+    keep_rgb: bool = False,
+) -> ImageInput:
+    """The image of a request: its cached features if any (uploaded bytes are looked up by content hash), else
+    its decoded, preprocessed pixels. `keep_rgb` also keeps the pixels (for crops). 404 for an unknown image_id."""
+    if (image_bytes is None) == (image_id is None):
+        raise RequestValidationError(
+            [{"loc": ("body", "image"), "msg": "give exactly one of `image` (the file) or `image_id`",
+              "type": "value_error"}]
+        )
+    if image_id is not None:
+        entry = engine.lookup(tenant, image_id)
+        if entry is None:
+            raise errors.image_not_found(image_id)
+        return ImageInput(image_id, entry.orig_hw, cached=entry)
+    image_io.check_limits(image_bytes, settings.max_image_bytes, settings.max_image_pixels)  # header only
+    sha = await run_in_threadpool(image_io.content_id, image_bytes)
+    entry = engine.lookup(tenant, sha)
+    if entry is not None and not keep_rgb:
+        return ImageInput(sha, entry.orig_hw, cached=entry, content_id=sha)
+
+    def decode():
+        rgb = image_io.decode_image(image_bytes, settings.max_image_bytes, settings.max_image_pixels)
+        return rgb, (engine.prepare(rgb) if entry is None else None)
+
+    rgb, pixels = await run_in_threadpool(decode)
+    return ImageInput(sha, rgb.shape[:2], cached=entry, pixels=pixels, rgb=rgb if keep_rgb else None, content_id=sha)
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over `max_bytes`: from Content-Length before reading, or while streaming without one."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, count_error=lambda kind: None) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.count_error = count_error
+
+    def _problem(self) -> errors.Problem:
+        return errors.too_large(
+            f"the request body is over the limit of {self.max_bytes} bytes (an image of at most "
+            f"SAM2_MAX_IMAGE_BYTES, base64 or form-encoded)"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = 0
+                if length > self.max_bytes:
+                    problem = self._problem()
+                    self.count_error(problem.kind)
+                    await problem.response(scope.get("path"))(scope, receive, send)
+                    return
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise self._problem()
+            return message
+
+        await self.app(scope, limited_receive, send)

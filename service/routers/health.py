@@ -1,0 +1,34 @@
+"""GET /healthz (the process is alive), /readyz (the model is loaded and warm), /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+
+from .. import errors
+from ..dependencies import EngineDep
+from ..metrics import CONTENT_TYPE_LATEST
+from ..openapi import problem_responses
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness")
+async def healthz(engine: EngineDep) -> JSONResponse:
+    """200 while the process can serve; 503 once loading the model has failed (restart it)."""
+    if engine.error is not None:
+        return errors.Problem(503, "load-failed", "Model failed to load", engine.status_detail()).response("/healthz")
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz", summary="Readiness", responses=problem_responses(503))
+async def readyz(engine: EngineDep) -> JSONResponse:
+    """200 once the model is loaded and warmed up; 503 before (and while shutting down)."""
+    if not engine.ready:
+        raise errors.not_ready(engine.status_detail(), engine.settings.retry_after)
+    return JSONResponse({"status": "ready", "model": engine.model.cfg.name})
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(engine: EngineDep) -> Response:
+    return Response(engine.metrics.render(), media_type=CONTENT_TYPE_LATEST)

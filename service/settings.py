@@ -1,0 +1,87 @@
+"""Service settings: pydantic-settings, environment prefix `SAM2_`, each one documented in the README table."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Passed explicitly to `create_app` and `Engine`; no globals."""
+
+    model_config = SettingsConfigDict(env_prefix="SAM2_", extra="ignore", frozen=True)
+
+    # the model
+    model: str = Field("sam2.1_t", description="model name: sam2.1_t|s|b|l, sam2_t|s|b|l or Meta's names")
+    weights: str | None = Field(
+        None, description="checkpoint path, 'random' (untrained; tests only), or unset for the official cached file"
+    )
+    device: str | None = Field(None, description="torch device; unset: cuda if available, else cpu")
+    dtype: str | None = Field(
+        None, description="fp32, bf16 or fp16 autocast; unset: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32"
+    )
+    image_size: int | None = Field(None, description="model input side (multiple of 32); unset: 1024")
+
+    # HTTP
+    host: str = Field("127.0.0.1", description="address `serve` binds to")
+    port: int = Field(8000, ge=0, le=65535, description="port `serve` listens on")
+    docs: bool = Field(True, description="serve /docs and /openapi.json")
+
+    # the engine
+    max_batch: int = Field(8, ge=1, le=256, description="most images per encoder call")
+    max_wait_ms: float = Field(5.0, ge=0, description="how long a job waits for others to share its encoder call")
+    queue_size: int = Field(64, ge=1, description="jobs waiting for the model at most; more get 503")
+    request_timeout: float = Field(30.0, gt=0, description="seconds a job may wait in the queue before a 503")
+    retry_after: int = Field(1, ge=0, description="Retry-After seconds sent with a 503")
+    warmup: bool = Field(True, description="run one encode + decode before /readyz reports ready")
+    cache_bytes: int = Field(1 << 30, ge=0, description="embedding cache bound in bytes (0 disables caching)")
+
+    # limits
+    max_image_bytes: int = Field(20 << 20, ge=1, description="largest image upload, in bytes")
+    max_image_pixels: int = Field(
+        4096 * 4096, ge=1, description="largest image, width x height, read from the header before decoding"
+    )
+    max_objects: int = Field(32, ge=1, description="objects (prompt sets) per /v1/segment request")
+    max_points: int = Field(64, ge=1, description="points per object")
+    max_points_per_side: int = Field(64, ge=1, description="largest points_per_side of /v1/segment/everything")
+    max_crop_layers: int = Field(2, ge=0, description="largest crop_n_layers of /v1/segment/everything")
+
+    # auth
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="sha256 hex digests of the accepted API keys, comma separated; empty: no auth",
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value):
+        if isinstance(value, str):
+            value = [v for v in (part.strip() for part in value.split(",")) if v]
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_hashes(cls, value: list[str]) -> list[str]:
+        keys = [v.lower() for v in value]
+        bad = [k for k in keys if not _SHA256_HEX.match(k)]
+        if bad:
+            raise ValueError(
+                "SAM2_API_KEYS holds sha256 hex digests of the keys (64 hex characters each), not the keys: "
+                "`printf %s \"$KEY\" | sha256sum`"
+            )
+        return keys
+
+    @field_validator("weights", "device", "dtype", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        return None if value == "" else value
+
+    @property
+    def max_request_bytes(self) -> int:
+        """Largest request body: a base64 image (4/3 of the bytes) plus room for prompts and form framing."""
+        return self.max_image_bytes * 4 // 3 + (1 << 20)
