@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .memory_bank import MemoryEntry, ObjectTrack, assemble_memory, select_memories
+from .memory_bank import MemoryEntry, MemorySelection, ObjectTrack, assemble_memory, select_memories
 from .precision import autocast
 from .sam2_model import SAM2Model
 from .tracking_step import (
@@ -237,6 +237,8 @@ class VideoTracker:
         groups: dict[tuple[int, int], list] = defaultdict(list)
         for track in followers:
             sel = select_memories(track, f, False, state.num_frames, self.cfg)
+            if state.mode == "images":  # unrelated images have no time between them: every pointer is "1 back"
+                sel = MemorySelection(sel.spatial, [(1, e) for _, e in sel.pointers], sel.max_ptrs)
             groups[sel.layout].append((track, sel))
         for members in groups.values():
             tracks, sels = zip(*members)

@@ -69,3 +69,17 @@ def restore_torch():
     svp.torch = torch
 
 
+
+
+def tracking_model(image_size: int = 128, presence_shift: float = 0.5):
+    """A seeded random tiny model whose object-score head is shifted so that objects read as present.
+
+    Untrained weights put presence logits slightly below 0, which would blank every mask to NO_OBJ_SCORE
+    and make mask comparisons vacuous.
+    """
+    from model_core import build_model
+
+    model = build_model("sam2.1_t", weights="random", image_size=image_size)
+    with torch.no_grad():
+        model.sam_mask_decoder.pred_obj_score_head.layers[2].bias.add_(presence_shift)
+    return model

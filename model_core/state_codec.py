@@ -1,0 +1,201 @@
+"""TrackerState <-> bytes, exactly and without pickle: a JSON header plus raw little-endian tensor buffers.
+
+Layout of every blob: MAGIC (8 bytes) | header length (u32 LE) | header JSON | tensor bytes | CRC32 (u32 LE).
+A whole state is one blob; for stores that write only what changed, a state also splits into a header
+part and one part per memory entry (`state_parts`, `delta_parts`), which `state_from_parts` joins again.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+
+import numpy as np
+import torch
+
+from .memory_bank import MemoryEntry, ObjectTrack
+from .video_tracker import Prompt, StepDelta, TrackerState
+
+MAGIC = b"SAM2TRK\x00"
+FORMAT = "sam2-tracker-state"
+VERSION = 1
+
+_DTYPES = {
+    torch.float32: ("float32", "<f4"),
+    torch.float16: ("float16", "<f2"),
+    torch.bfloat16: ("bfloat16", "<i2"),  # raw bits, reinterpreted on load
+    torch.int64: ("int64", "<i8"),
+}
+_BY_NAME = {name: (dt, np_dt) for dt, (name, np_dt) in _DTYPES.items()}
+_ENTRY_FIELDS = ("maskmem", "obj_ptr", "score", "low_res")
+
+
+class StateFormatError(ValueError):
+    """Bytes that are not a tracker state of a version we read (truncated, corrupted or foreign)."""
+
+
+def pack(header: dict, tensors: dict[str, torch.Tensor]) -> bytes:
+    """One self-checking blob of a JSON-able header and named tensors."""
+    index, chunks, offset = {}, [], 0
+    for name, t in tensors.items():
+        dname, np_dt = _DTYPES[t.dtype]
+        raw = t.detach().cpu().contiguous()
+        if t.dtype == torch.bfloat16:
+            raw = raw.view(torch.int16)
+        data = raw.numpy().astype(np_dt, copy=False).tobytes()
+        index[name] = {"dtype": dname, "shape": list(t.shape), "offset": offset, "nbytes": len(data)}
+        chunks.append(data)
+        offset += len(data)
+    head = json.dumps({"format": FORMAT, "version": VERSION, **header, "tensors": index},
+                      separators=(",", ":")).encode()
+    body = MAGIC + struct.pack("<I", len(head)) + head + b"".join(chunks)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def unpack(blob: bytes, device: str | torch.device = "cpu") -> tuple[dict, dict[str, torch.Tensor]]:
+    """Inverse of `pack`; raises StateFormatError with the reason on anything malformed."""
+    blob = bytes(blob)
+    if len(blob) < len(MAGIC) + 8 or not blob.startswith(MAGIC):
+        raise StateFormatError("not a tracker state (bad magic or too short)")
+    (crc,) = struct.unpack("<I", blob[-4:])
+    if zlib.crc32(blob[:-4]) != crc:
+        raise StateFormatError("tracker state is corrupted or truncated (checksum mismatch)")
+    (hlen,) = struct.unpack("<I", blob[8:12])
+    try:
+        header = json.loads(blob[12 : 12 + hlen])
+    except ValueError as exc:
+        raise StateFormatError(f"tracker state header is not JSON: {exc}") from exc
+    if header.get("format") != FORMAT:
+        raise StateFormatError(f"not a tracker state (format {header.get('format')!r})")
+    if header.get("version") != VERSION:
+        raise StateFormatError(f"tracker state version {header.get('version')} is not supported (this reads {VERSION})")
+    data = memoryview(blob)[12 + hlen : -4]
+    tensors = {}
+    for name, spec in header.pop("tensors").items():
+        dt, np_dt = _BY_NAME[spec["dtype"]]
+        start, n = spec["offset"], spec["nbytes"]
+        if start + n > len(data):
+            raise StateFormatError(f"tensor {name} runs past the end of the state")
+        arr = np.frombuffer(data[start : start + n], dtype=np_dt).reshape(spec["shape"])
+        t = torch.from_numpy(arr.copy())
+        tensors[name] = (t.view(torch.bfloat16) if dt == torch.bfloat16 else t).to(device)
+    return header, tensors
+
+
+def entry_key(obj_id: int, kind: str, frame: int) -> str:
+    return f"{obj_id}:{kind}:{frame}"
+
+
+def _entry_tensors(e: MemoryEntry, prefix: str = "") -> dict[str, torch.Tensor]:
+    return {prefix + f: getattr(e, f) for f in _ENTRY_FIELDS if getattr(e, f) is not None}
+
+
+def _entry_from(tensors: dict[str, torch.Tensor], prefix: str = "") -> MemoryEntry:
+    return MemoryEntry(*(tensors.get(prefix + f) for f in _ENTRY_FIELDS))
+
+
+def _meta(state: TrackerState) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Everything but the memory entries: scalars in JSON, prompt tensors by name."""
+    tensors: dict[str, torch.Tensor] = {}
+    pending = []
+    for obj_id, p in state.pending.items():
+        for f in ("coords", "labels", "mask"):
+            if getattr(p, f) is not None:
+                tensors[f"pending/{obj_id}/{f}"] = getattr(p, f)
+        pending.append({"obj_id": obj_id, "update_memory": p.update_memory})
+    points = []
+    for obj_id, (frame, coords, labels) in state.frame_points.items():
+        tensors[f"points/{obj_id}/coords"], tensors[f"points/{obj_id}/labels"] = coords, labels
+        points.append({"obj_id": obj_id, "frame": frame})
+    header = {
+        "height": state.height, "width": state.width, "num_frames": state.num_frames, "mode": state.mode,
+        "max_obj_num": state.max_obj_num, "frame_idx": state.frame_idx, "pending": pending, "points": points,
+        "objects": [
+            {"obj_id": t.obj_id, "entries": [[k, f] for k, d in (("c", t.cond), ("n", t.non_cond)) for f in d]}
+            for t in state.objects.values()
+        ],
+    }
+    return header, tensors
+
+
+def _state_from(header: dict, tensors: dict[str, torch.Tensor], entries: dict[str, MemoryEntry]) -> TrackerState:
+    state = TrackerState(header["height"], header["width"], header["num_frames"], header["mode"],
+                         header["max_obj_num"], header["frame_idx"])
+    for obj in header["objects"]:
+        track = ObjectTrack(obj["obj_id"])
+        for kind, frame in obj["entries"]:
+            key = entry_key(obj["obj_id"], kind, frame)
+            if key not in entries:
+                raise StateFormatError(f"tracker state lacks memory entry {key}")
+            (track.cond if kind == "c" else track.non_cond)[frame] = entries[key]
+        state.objects[track.obj_id] = track
+    for p in header["pending"]:
+        pre = f"pending/{p['obj_id']}/"
+        state.pending[p["obj_id"]] = Prompt(tensors.get(pre + "coords"), tensors.get(pre + "labels"),
+                                            tensors.get(pre + "mask"), p["update_memory"])
+    for p in header["points"]:
+        pre = f"points/{p['obj_id']}/"
+        state.frame_points[p["obj_id"]] = (p["frame"], tensors[pre + "coords"], tensors[pre + "labels"])
+    return state
+
+
+def state_to_bytes(state: TrackerState, extra: dict | None = None) -> bytes:
+    """The whole state as one blob (`extra`: JSON-able fields for the caller, e.g. the model name)."""
+    header, tensors = _meta(state)
+    for track in state.objects.values():
+        for kind, d in (("c", track.cond), ("n", track.non_cond)):
+            for frame, e in d.items():
+                tensors.update(_entry_tensors(e, f"entry/{entry_key(track.obj_id, kind, frame)}/"))
+    return pack({**header, "extra": extra or {}}, tensors)
+
+
+def state_from_bytes(blob: bytes, device: str | torch.device = "cpu") -> tuple[TrackerState, dict]:
+    """Inverse of `state_to_bytes` -> (state, extra)."""
+    header, tensors = unpack(blob, device)
+    entries = {}
+    for obj in header["objects"]:
+        for kind, frame in obj["entries"]:
+            key = entry_key(obj["obj_id"], kind, frame)
+            entries[key] = _entry_from(tensors, f"entry/{key}/")
+    return _state_from(header, tensors, entries), header.get("extra", {})
+
+
+def header_part(state: TrackerState, extra: dict | None = None) -> bytes:
+    header, tensors = _meta(state)
+    return pack({**header, "extra": extra or {}}, tensors)
+
+
+def entry_part(entry: MemoryEntry) -> bytes:
+    return pack({}, _entry_tensors(entry))
+
+
+def state_parts(state: TrackerState, extra: dict | None = None) -> tuple[bytes, dict[str, bytes]]:
+    """The state as a header part and one part per memory entry, keyed by `entry_key`."""
+    parts = {
+        entry_key(t.obj_id, kind, frame): entry_part(e)
+        for t in state.objects.values()
+        for kind, d in (("c", t.cond), ("n", t.non_cond))
+        for frame, e in d.items()
+    }
+    return header_part(state, extra), parts
+
+
+def delta_parts(state: TrackerState, extra: dict | None = None) -> tuple[bytes, dict[str, bytes], list[str]]:
+    """What the last step changed: the new header part, entry parts written, entry keys dropped."""
+    puts = {}
+    for obj_id, kind, frame in state.last_delta.put:
+        track = state.objects.get(obj_id)
+        entry = None if track is None else (track.cond if kind == "c" else track.non_cond).get(frame)
+        if entry is not None:
+            puts[entry_key(obj_id, kind, frame)] = entry_part(entry)
+    deletes = [entry_key(*k) for k in state.last_delta.delete if entry_key(*k) not in puts]
+    state.last_delta = StepDelta()  # taken: the next delta starts empty
+    return header_part(state, extra), puts, deletes
+
+
+def state_from_parts(header_blob: bytes, parts: dict[str, bytes], device: str | torch.device = "cpu") -> tuple[TrackerState, dict]:
+    """Join a header part and entry parts back into a state -> (state, extra)."""
+    header, tensors = unpack(header_blob, device)
+    entries = {k: _entry_from(unpack(v, device)[1]) for k, v in parts.items()}
+    return _state_from(header, tensors, entries), header.get("extra", {})
