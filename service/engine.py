@@ -107,6 +107,7 @@ class Engine:
         self.cache = EmbeddingCache(settings.cache_bytes, on_change=self.metrics.cache_bytes.set)
         self._queue: queue.Queue = queue.Queue(maxsize=settings.queue_size)
         self._ready = threading.Event()
+        self._loaded = threading.Event()  # set when loading ended, ready or failed
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
@@ -130,7 +131,8 @@ class Engine:
         return self._ready.is_set() and not self._stopped.is_set()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        self._ready.wait(timeout)
+        """Block until the model is ready (True) or failed to load or `timeout` passed (False)."""
+        self._loaded.wait(timeout)
         return self.ready
 
     @property
@@ -220,8 +222,10 @@ class Engine:
         except BaseException as exc:  # noqa: BLE001 - reported through /readyz and /healthz
             log.exception("loading the model failed")
             self.error = exc
+            self._loaded.set()
             return
         self._ready.set()
+        self._loaded.set()
         log.info("engine ready: %s on %s, %s", self.model.cfg.name, self.device, self.dtype_name)
         while not self._stopped.is_set():
             try:

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+
+# a 32x24 PNG (a green box on a gradient): the examples in /docs run as they are
+EXAMPLE_PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAACAAAAAYCAIAAAAUMWhjAAAB3ElEQVRIDY3BEZcQYRiA0fvZc+I4jofjePmlYClYCqJgqTNnKVgKloIo"
+    "iIIoiAbieH5H/YS5d43/IiIiIiIiIiIiIiIiIiIiWvMMERERERERERERERERERERrXmOiIiIiIiIiIiIiIiIiIiI1rxARERERERERERE"
+    "REREREREa14iIiIiIiIiIiIiIiIiIiKiNRsiIiIiIiIiIiIiIiIiIiJa8woREREdT6cLtjc7EREREdGa14iIiOh4PF2wvd2JiIiIiNbc"
+    "ICIiouPhdMH2biciIiIiWjOIiIjouD9dsH3YiYiIiIjW3CIiIqLj/emC7eNORERERLTmDhERER13pwu2TzsRERER0Zr3iIiI6Lg9XbB9"
+    "3omIiIiI1twjIiKiY04XbF92IiIiIqI1D4iIiOi4OV2wfduJiIiIiNY8IiIiouP16YLtx05EREREtOYJERERHa9OF2y/diIiIiKiNV8R"
+    "ERERERERERERERERERHRmu+IiIiIiIiIiIiIiIiIiIhozU9ERERERERERERERERERES05jciIiIiIiIiIiIiIiIiIiJa8wcRERERERER"
+    "ERERERERERGt+YuIiIiIiIiIiIiIiIiIiIjWnIiIiIiIiIiIiIiIiIiIiOgfT9VLkbfUNOwAAAAASUVORK5CYII="
+)
 
 ImageId = Annotated[
     str,
@@ -40,16 +51,28 @@ class RLE(_Strict):
     )
 
 
+# The JSON schemas state the shapes; the validators below check them with messages that say what was wrong.
+Points = Annotated[list[list[float]], WithJsonSchema(
+    {"type": "array", "minItems": 1, "items": {"type": "array", "items": {"type": "number"}, "minItems": 2,
+                                               "maxItems": 2}})]
+Labels = Annotated[list[int], WithJsonSchema({"type": "array", "items": {"enum": [0, 1]}})]
+Box = Annotated[list[float], WithJsonSchema({"type": "array", "items": {"type": "number"}, "minItems": 4,
+                                             "maxItems": 4})]
+
+
 class ObjectPrompt(_Strict):
     """Prompts for one object: points with labels, a box, a mask, or a combination."""
 
-    points: list[list[float]] | None = Field(
-        None, description="clicks as [[x, y], ...] in image pixels", examples=[[[330, 170]]]
+    model_config = ConfigDict(json_schema_extra={
+        "anyOf": [{"required": ["points"]}, {"required": ["box"]}, {"required": ["mask_input"]}]})
+
+    points: Points | None = Field(
+        None, description="clicks as [[x, y], ...] in image pixels", examples=[[[14, 11]]]
     )
-    labels: list[int] | None = Field(
+    labels: Labels | None = Field(
         None, description="one per point: 1 foreground, 0 background; default all 1", examples=[[1]]
     )
-    box: list[float] | None = Field(None, description="[x0, y0, x1, y1] in image pixels", examples=[[10, 20, 200, 180]])
+    box: Box | None = Field(None, description="[x0, y0, x1, y1] in image pixels", examples=[[6, 4, 22, 18]])
     mask_input: RLE | None = Field(
         None, description="a previous mask of this object (image size), as COCO RLE, to refine"
     )
@@ -100,6 +123,9 @@ class _ImageSource(_Strict):
 class SegmentRequest(_ImageSource):
     """An image (base64, or the image_id of an earlier call) and prompts for one or more objects."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"image": EXAMPLE_PNG, "objects": [{"points": [[14, 11]], "labels": [1]}, {"box": [6, 4, 22, 18]}]}]})
+
     objects: list[ObjectPrompt] = Field(min_length=1, description="one prompt set per object")
     multimask_output: bool = Field(
         True, description="three candidate masks per object (best for a single ambiguous click), else one"
@@ -110,9 +136,13 @@ class SegmentRequest(_ImageSource):
 class EmbedRequest(_ImageSource):
     """An image to encode and cache; `image_id` names it (default: the sha256 of the bytes)."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"image": EXAMPLE_PNG}]})
+
 
 class EverythingRequest(_ImageSource):
     """Segment everything: the AutomaticMaskGenerator's parameters (Meta's names and defaults)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"image": EXAMPLE_PNG, "points_per_side": 8}]})
 
     points_per_side: int = Field(32, ge=1, description="grid of points_per_side^2 prompts")
     points_per_batch: int = Field(64, ge=1, le=1024)

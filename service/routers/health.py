@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from .. import errors
-from ..dependencies import EngineDep
+from ..dependencies import AnyEngineDep
 from ..metrics import CONTENT_TYPE_LATEST
 from ..openapi import problem_responses
 
@@ -14,7 +14,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", summary="Liveness")
-async def healthz(engine: EngineDep) -> JSONResponse:
+async def healthz(engine: AnyEngineDep) -> JSONResponse:
     """200 while the process can serve; 503 once loading the model has failed (restart it)."""
     if engine.error is not None:
         return errors.Problem(503, "load-failed", "Model failed to load", engine.status_detail()).response("/healthz")
@@ -22,7 +22,7 @@ async def healthz(engine: EngineDep) -> JSONResponse:
 
 
 @router.get("/readyz", summary="Readiness", responses=problem_responses(503))
-async def readyz(engine: EngineDep) -> JSONResponse:
+async def readyz(engine: AnyEngineDep) -> JSONResponse:
     """200 once the model is loaded and warmed up; 503 before (and while shutting down)."""
     if not engine.ready:
         raise errors.not_ready(engine.status_detail(), engine.settings.retry_after)
@@ -30,5 +30,5 @@ async def readyz(engine: EngineDep) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(engine: EngineDep) -> Response:
+async def metrics(engine: AnyEngineDep) -> Response:
     return Response(engine.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -6,7 +6,6 @@ from fastapi import APIRouter
 
 from model_core import CONFIGS
 
-from .. import errors
 from ..auth import Tenant
 from ..dependencies import EngineDep
 from ..openapi import problem_responses
@@ -20,8 +19,6 @@ router = APIRouter(prefix="/v1", tags=["models"])
 async def models(engine: EngineDep, tenant: Tenant) -> ModelsResponse:
     """Name, size, precision and device of the model this process serves (one per process, set by SAM2_MODEL),
     and every model name it could be started with."""
-    if not engine.ready:
-        raise errors.not_ready(engine.status_detail(), engine.settings.retry_after)
     model = engine.model
     params = list(model.parameters())
     info = ModelInfo(

@@ -1,0 +1,41 @@
+"""Settings come from SAM2_* environment variables (pydantic-settings), with the documented defaults."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from service.settings import Settings
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_defaults_serve_locally_without_auth(monkeypatch):
+    for name in list(__import__("os").environ):
+        if name.startswith("SAM2_"):
+            monkeypatch.delenv(name)
+    s = Settings()
+    assert (s.model, s.host, s.port, s.api_keys, s.max_batch) == ("sam2.1_t", "127.0.0.1", 8000, [], 8)
+
+
+def test_environment_overrides(monkeypatch):
+    monkeypatch.setenv("SAM2_MAX_BATCH", "4")
+    monkeypatch.setenv("SAM2_WEIGHTS", "random")
+    monkeypatch.setenv("SAM2_DEVICE", "")
+    s = Settings()
+    assert (s.max_batch, s.weights, s.device) == (4, "random", None)
+
+
+def test_invalid_values_are_refused(monkeypatch):
+    monkeypatch.setenv("SAM2_MAX_BATCH", "0")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_every_setting_is_in_the_readme_table():
+    text = README.read_text()
+    for name in Settings.model_fields:
+        assert re.search(rf"^\| `SAM2_{name.upper()}` \|", text, re.M), f"SAM2_{name.upper()} missing from README"
