@@ -63,17 +63,18 @@ class RoPEAttention(Attention):
         super().__init__(*args, **kwargs)
         self.rope_theta = rope_theta
         self.rope_k_repeat = rope_k_repeat
-        self._angles: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._angles: dict[tuple[int, int, str], torch.Tensor] = {}
         self._head_dim = self.internal_dim // self.num_heads
 
-    def _cos_sin(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (n, str(device))
+    def _rotations(self, n: int, reps: int, device: torch.device) -> torch.Tensor:
+        """Unit complex rotations for a square grid of n tokens, tiled `reps` times: (reps * n, D / 2)."""
+        key = (n, reps, str(device))
         if key not in self._angles:
             side = int(round(n**0.5))
             if side * side != n:
                 raise ValueError(f"RoPE attention needs a square token grid, got {n} tokens")
             ang = axial_rope_angles(self._head_dim, side, side, self.rope_theta).to(device)
-            self._angles[key] = (ang.cos(), ang.sin())
+            self._angles[key] = torch.polar(torch.ones_like(ang), ang).repeat(reps, 1)
         return self._angles[key]
 
     def forward(
@@ -81,13 +82,11 @@ class RoPEAttention(Attention):
     ) -> torch.Tensor:
         q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
         nq = q.shape[-2]
-        cos, sin = self._cos_sin(nq, q.device)
-        q = rotate_pairs(q, cos, sin)
+        q = rotate_pairs(q, self._rotations(nq, 1, q.device))
         n_rope = k.shape[-2] - num_k_exclude_rope
         if n_rope > 0:
             if n_rope != nq and not self.rope_k_repeat:
                 raise ValueError("keys and queries differ in length but rope_k_repeat is off")
-            reps = n_rope // nq
-            k_rot = rotate_pairs(k[:, :, :n_rope], cos.repeat(reps, 1), sin.repeat(reps, 1))
+            k_rot = rotate_pairs(k[:, :, :n_rope], self._rotations(nq, n_rope // nq, k.device))
             k = torch.cat([k_rot, k[:, :, n_rope:]], dim=2) if num_k_exclude_rope else k_rot
         return self._attend(q, k, v)

@@ -88,9 +88,7 @@ def axial_rope_angles(dim: int, end_x: int, end_y: int, theta: float = 10000.0) 
     return torch.cat([torch.outer(tx, inv), torch.outer(ty, inv)], dim=-1)
 
 
-def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate consecutive channel pairs (x0, x1) of x (..., L, D) by angles given as cos/sin (L, D/2)."""
-    xf = x.float().unflatten(-1, (-1, 2))
-    a, b = xf[..., 0], xf[..., 1]
-    out = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
-    return out.type_as(x)
+def rotate_pairs(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive channel pairs of x (..., L, D), read as complex numbers, by unit complex (L, D/2)."""
+    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
+    return torch.view_as_real(xc * rotations).flatten(-2).type_as(x)
