@@ -43,17 +43,19 @@ async def read_request(
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype in JSON_TYPES or ctype.endswith("+json"):
         raw = await request.body()
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise errors.bad_request("the body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise errors.bad_request("the JSON body must be an object")
-        body = _validate(model, data)
-        image = getattr(body, "image", None)
-        if image is None:
-            return body, None
-        return body, await run_in_threadpool(image_io.decode_base64, image, settings.max_image_bytes)
+
+        def parse() -> tuple[M, bytes | None]:  # megabytes of JSON and base64: off the event loop
+            try:
+                data = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                raise errors.bad_request("the body is not valid JSON") from None
+            if not isinstance(data, dict):
+                raise errors.bad_request("the JSON body must be an object")
+            body = _validate(model, data)
+            image = getattr(body, "image", None)
+            return body, (None if image is None else image_io.decode_base64(image, settings.max_image_bytes))
+
+        return await run_in_threadpool(parse)
     if ctype == FORM_TYPE:
         return await _read_form(request, model, settings, json_fields)
     raise errors.unsupported_media(
@@ -92,6 +94,12 @@ async def _read_form(
     return _validate(model, data), image
 
 
+def checked_content_id(image_bytes: bytes, settings: Settings) -> str:
+    """The limits checked from the header (no decoding), then the image_id of the bytes."""
+    image_io.check_limits(image_bytes, settings.max_image_bytes, settings.max_image_pixels)
+    return image_io.content_id(image_bytes)
+
+
 async def resolve_image(
     engine: Engine,
     settings: Settings,
@@ -112,8 +120,7 @@ async def resolve_image(
         if entry is None:
             raise errors.image_not_found(image_id)
         return ImageInput(image_id, entry.orig_hw, cached=entry)
-    image_io.check_limits(image_bytes, settings.max_image_bytes, settings.max_image_pixels)  # header only
-    sha = await run_in_threadpool(image_io.content_id, image_bytes)
+    sha = await run_in_threadpool(checked_content_id, image_bytes, settings)
     entry = engine.lookup(tenant, sha)
     if entry is not None and not keep_rgb:
         return ImageInput(sha, entry.orig_hw, cached=entry, content_id=sha)

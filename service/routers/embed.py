@@ -10,7 +10,7 @@ from .. import image_io
 from ..auth import Tenant
 from ..dependencies import EngineDep, SettingsDep
 from ..engine import ImageInput
-from ..inputs import read_request
+from ..inputs import checked_content_id, read_request
 from ..openapi import problem_responses, request_body
 from ..schemas import EmbedForm, EmbedRequest, EmbedResponse
 
@@ -32,8 +32,7 @@ async def embed(request: Request, settings: SettingsDep, engine: EngineDep, tena
     if image_bytes is None:
         raise RequestValidationError([{"loc": ("body", "image"), "msg": "/v1/embed needs the image",
                                        "type": "missing"}])
-    image_io.check_limits(image_bytes, settings.max_image_bytes, settings.max_image_pixels)
-    sha = await run_in_threadpool(image_io.content_id, image_bytes)
+    sha = await run_in_threadpool(checked_content_id, image_bytes, settings)
     name = body.image_id or sha
     entry = engine.lookup(tenant, sha)
     cached = entry is not None
