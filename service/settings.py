@@ -81,6 +81,42 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value):
         return None if value == "" else value
 
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        from model_core import canonical_name
+
+        canonical_name(value)  # ValueError listing the known names
+        return value
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, value: str | None) -> str | None:
+        if value is not None:
+            from model_core.precision import parse_dtype
+
+            parse_dtype(value)
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _valid_device(cls, value: str | None) -> str | None:
+        if value is not None:
+            import torch
+
+            try:
+                torch.device(value)
+            except RuntimeError:
+                raise ValueError(f"not a torch device: {value!r} (cpu, cuda, cuda:1, ...)") from None
+        return value
+
+    @field_validator("image_size")
+    @classmethod
+    def _multiple_of_32(cls, value: int | None) -> int | None:
+        if value is not None and (value <= 0 or value % 32):
+            raise ValueError(f"image_size must be a positive multiple of 32, got {value}")
+        return value
+
     @property
     def max_request_bytes(self) -> int:
         """Largest request body: a base64 image (4/3 of the bytes) plus room for prompts and form framing."""

@@ -47,7 +47,10 @@ async def everything(request: Request, settings: SettingsDep, engine: EngineDep,
         raise errors.invalid_prompt("crop_n_layers > 0 encodes crops of the image: send the image, not an image_id")
     image = await resolve_image(engine, settings, tenant, image_bytes, body.image_id, keep_rgb=body.crop_n_layers > 0)
     records = await engine.everything(image, engine.cache_key(tenant, image.image_id), body.amg_params())
-    annotations = await run_in_threadpool(annotations_payload, records, body.mask_format)
     h, w = image.orig_hw
-    return JSONResponse({"image_id": image.image_id, "width": w, "height": h, "model": engine.model.cfg.name,
-                         "annotations": annotations})
+
+    def respond() -> JSONResponse:  # mask encoding and JSON rendering, off the event loop
+        return JSONResponse({"image_id": image.image_id, "width": w, "height": h, "model": engine.model.cfg.name,
+                             "annotations": annotations_payload(records, body.mask_format)})
+
+    return await run_in_threadpool(respond)

@@ -45,8 +45,11 @@ async def segment(request: Request, settings: SettingsDep, engine: EngineDep, te
     image = await resolve_image(engine, settings, tenant, image_bytes, body.image_id)
     groups = await run_in_threadpool(prompts.build_groups, body.objects, image.orig_hw, engine.mask_input_size)
     results = await engine.segment(image, engine.cache_key(tenant, image.image_id), groups, body.multimask_output)
-    objects = await run_in_threadpool(lambda: [object_payload(r, body.mask_format) for r in results])
     h, w = image.orig_hw
-    return JSONResponse(
-        {"image_id": image.image_id, "width": w, "height": h, "model": engine.model.cfg.name, "objects": objects}
-    )
+
+    def respond() -> JSONResponse:  # mask encoding and JSON rendering, off the event loop
+        objects = [object_payload(r, body.mask_format) for r in results]
+        return JSONResponse({"image_id": image.image_id, "width": w, "height": h, "model": engine.model.cfg.name,
+                             "objects": objects})
+
+    return await run_in_threadpool(respond)

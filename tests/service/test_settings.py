@@ -39,3 +39,15 @@ def test_every_setting_is_in_the_readme_table():
     text = README.read_text()
     for name in Settings.model_fields:
         assert re.search(rf"^\| `SAM2_{name.upper()}` \|", text, re.M), f"SAM2_{name.upper()} missing from README"
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("SAM2_MODEL", "sam3_t", "unknown model name"),
+    ("SAM2_DTYPE", "fp8", "unknown dtype"),
+    ("SAM2_DEVICE", "gpu0", "not a torch device"),
+    ("SAM2_IMAGE_SIZE", "500", "multiple of 32"),
+])
+def test_model_settings_are_checked_at_start_up(monkeypatch, name, value, message):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=message):
+        Settings()

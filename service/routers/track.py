@@ -1,0 +1,245 @@
+"""WS /v1/track: streaming video sessions (protocol in docs/protocol.md).
+
+Two tasks per socket: a reader that parses messages, answers pings and applies the frame back-pressure
+policy, and a worker that runs the session's steps in arrival order and sends results in frame order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from ..auth import NO_AUTH_TENANT, match_key
+from ..track_sessions import Session, TrackError, TrackSessions, decode_frame, result_message
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["tracking"])
+
+ANONYMOUS = "anonymous"
+
+
+def _owner(ws: WebSocket) -> str | None:
+    """The caller's key digest (Bearer / X-API-Key header, or ?api_key= for browsers); None if refused."""
+    hashes = ws.app.state.settings.api_keys
+    if not hashes:
+        return ANONYMOUS
+    auth = ws.headers.get("authorization", "")
+    key = auth[7:] if auth.lower().startswith("bearer ") else ws.headers.get("x-api-key") or ws.query_params.get("api_key")
+    found = match_key(key, hashes) if key else None
+    return found if found not in (None, NO_AUTH_TENANT) else None
+
+
+class _Connection:
+    """One socket: its session (once started), the ordered event queue and the send lock."""
+
+    def __init__(self, ws: WebSocket, sessions: TrackSessions, owner: str) -> None:
+        self.ws, self.sessions, self.owner = ws, sessions, owner
+        s = sessions.settings
+        self.max_queued, self.policy = s.track_queue_frames, s.track_backpressure
+        self.events: deque = deque()
+        self.wakeup = asyncio.Event()
+        self.frames_queued = 0
+        self.seq = 0  # receipt number of binary frames
+        self.session: Session | None = None
+        self.send_lock = asyncio.Lock()
+        self.closing = False
+
+    async def send(self, msg: dict) -> None:
+        async with self.send_lock:
+            await self.ws.send_text(json.dumps(msg))
+
+    async def error(self, exc: TrackError) -> None:
+        await self.send(exc.message())
+
+    # ---- reader -----------------------------------------------------------------------------------
+
+    async def read(self) -> None:
+        idle = self.sessions.settings.track_idle_seconds
+        while not self.closing:
+            try:
+                msg = await asyncio.wait_for(self.ws.receive(), timeout=idle)
+            except TimeoutError:
+                await self.error(TrackError("idle_timeout", f"no message for {idle:g} s; the session can be "
+                                                            "resumed with its token"))
+                self.push(("stop", None))
+                return
+            if msg["type"] == "websocket.disconnect":
+                self.push(("stop", None))
+                return
+            if msg.get("bytes") is not None:
+                self.on_frame(msg["bytes"])
+            elif msg.get("text") is not None:
+                await self.on_text(msg["text"])
+
+    def push(self, event) -> None:
+        self.events.append(event)
+        self.wakeup.set()
+
+    def on_frame(self, data: bytes) -> None:
+        seq, self.seq = self.seq, self.seq + 1
+        if self.frames_queued >= self.max_queued:
+            if self.policy == "reject":
+                asyncio.ensure_future(self.send({"type": "busy", "seq": seq, "detail":
+                                                 f"{self.frames_queued} frames are waiting; this one was not taken"}))
+                self.sessions.metrics.dropped_frames.inc()
+                return
+            for i, (kind, payload) in enumerate(self.events):  # drop_oldest
+                if kind == "frame":
+                    del self.events[i]
+                    self.frames_queued -= 1
+                    self.sessions.metrics.dropped_frames.inc()
+                    asyncio.ensure_future(self.send({"type": "dropped", "seq": [payload[0]]}))
+                    break
+        self.frames_queued += 1
+        self.push(("frame", (seq, data, time.perf_counter())))
+
+    async def on_text(self, text: str) -> None:
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            await self.error(TrackError("bad_message", "messages are JSON objects (frames are binary)"))
+            return
+        if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+            await self.error(TrackError("bad_message", 'a message is a JSON object with a "type"'))
+            return
+        if msg["type"] == "ping":
+            await self.send({"type": "pong"})
+            return
+        self.push(("control", msg))
+
+    # ---- worker -----------------------------------------------------------------------------------
+
+    async def work(self) -> None:
+        while True:
+            while not self.events:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+            kind, payload = self.events.popleft()
+            if kind == "stop":
+                return
+            try:
+                if kind == "frame":
+                    self.frames_queued -= 1
+                    await self.on_frame_event(*payload)
+                else:
+                    await self.on_control(payload)
+            except TrackError as exc:
+                await self.error(exc)
+                if exc.fatal:
+                    return
+            if self.closing:
+                return
+
+    async def on_frame_event(self, seq: int, data: bytes, received: float) -> None:
+        session = self.require_session()
+        s = self.sessions.settings
+        t0 = time.perf_counter()
+        rgb = await asyncio.to_thread(decode_frame, data, s.max_image_bytes, s.max_image_pixels)
+        t1 = time.perf_counter()
+        result = await self.sessions.track_frame(session, rgb)
+        t2 = time.perf_counter()
+        note = await self.sessions.persist(session)
+        t3 = time.perf_counter()
+        msg = await asyncio.to_thread(result_message, result, seq=seq)
+        msg["timings"] = {"queue_ms": round((t0 - received) * 1e3, 2), "decode_ms": round((t1 - t0) * 1e3, 2),
+                          "track_ms": round((t2 - t1) * 1e3, 2), "store_ms": round((t3 - t2) * 1e3, 2),
+                          "total_ms": round((time.perf_counter() - received) * 1e3, 2)}
+        self.sessions.metrics.frame_latency.observe(time.perf_counter() - received)
+        await self.send(msg)
+        if note:
+            await self.send(note)
+
+    def require_session(self) -> Session:
+        if self.session is None:
+            raise TrackError("not_started", 'send {"type": "start"} or {"type": "resume"} first')
+        return self.session
+
+    async def on_control(self, msg: dict) -> None:
+        kind = msg["type"]
+        if kind in ("start", "resume"):
+            if self.session is not None:
+                raise TrackError("bad_message", "this connection already has a session")
+            if kind == "start":
+                self.session = await self.sessions.start(self.owner, msg)
+            else:
+                self.session = await self.sessions.resume(self.owner, msg.get("session_id"), msg.get("resume_token"))
+            st = self.session.state
+            reply = {"type": "session", "session_id": self.session.session_id, "frame_idx": st.frame_idx,
+                     "model": self.session.record.model, "image_size": self.session.record.image_size,
+                     "objects": st.obj_ids, "resumed": kind == "resume"}
+            if self.session.token:
+                reply["resume_token"] = self.session.token
+            await self.send(reply)
+            return
+        session = self.require_session()
+        if kind == "prompt":
+            out = await self.sessions.prompt(session, msg)
+            note = await self.sessions.persist(session)
+            if out is None:
+                await self.send({"type": "ack", "for": "prompt", "obj_id": msg["obj_id"],
+                                 "frame_idx": session.state.frame_idx})
+            else:
+                from model_core.video_tracker import TrackResult
+
+                reply = await asyncio.to_thread(result_message, TrackResult(session.state.frame_idx - 1, [out]),
+                                                refined=True)
+                await self.send(reply)
+            if note:
+                await self.send(note)
+        elif kind == "remove_object":
+            await self.sessions.remove_object(session, msg.get("obj_id"))
+            await self.sessions.persist(session)
+            await self.send({"type": "ack", "for": "remove_object", "obj_id": msg.get("obj_id")})
+        elif kind == "reset":
+            await self.sessions.reset(session)
+            await self.sessions.persist(session)
+            await self.send({"type": "ack", "for": "reset"})
+        elif kind == "close":
+            await self.sessions.close(session)
+            self.session = None
+            self.closing = True
+            await self.send({"type": "closed"})
+        else:
+            raise TrackError("bad_message", f"unknown message type {kind!r}")
+
+
+@router.websocket("/v1/track")
+async def track(ws: WebSocket) -> None:
+    sessions: TrackSessions = ws.app.state.track_sessions
+    owner = _owner(ws)
+    await ws.accept()
+    if owner is None:
+        await ws.send_text(json.dumps(TrackError("unauthorized", "send a valid API key (Authorization: Bearer, "
+                                                                 "X-API-Key or ?api_key=)").message()))
+        await ws.close(code=1008)
+        return
+    if not sessions.engine.ready:
+        await ws.send_text(json.dumps(TrackError("not_ready", sessions.engine.status_detail()).message()))
+        await ws.close(code=1013)
+        return
+    conn = _Connection(ws, sessions, owner)
+    reader = asyncio.create_task(conn.read())
+    try:
+        await conn.work()
+    except WebSocketDisconnect:
+        pass
+    except Exception:  # noqa: BLE001 - a bug must not leave the socket hanging
+        log.exception("tracking session failed")
+        try:
+            await conn.send({"type": "error", "code": "internal", "detail": "internal error; resume the session"})
+        except Exception:  # noqa: BLE001
+            pass
+    finally:
+        conn.closing = True
+        reader.cancel()
+        if conn.session is not None:
+            sessions.detach(conn.session)
+        try:
+            await ws.close()
+        except Exception:  # noqa: BLE001 - already closed
+            pass
