@@ -1,0 +1,69 @@
+{{/* Names, labels and small shared pieces. */}}
+
+{{- define "sam2.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "sam2.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "sam2.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "sam2.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sam2.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "sam2.labels" -}}
+helm.sh/chart: {{ include "sam2.chart" . }}
+{{ include "sam2.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "sam2.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "sam2.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The image: the tag defaults to appVersion, with "-cuda" for GPU replicas. */}}
+{{- define "sam2.image" -}}
+{{- $tag := .Values.image.tag | default (printf "%s%s" .Chart.AppVersion (ternary "-cuda" "" .Values.gpu.enabled)) }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+
+{{- define "sam2.trackServiceName" -}}
+{{- printf "%s-track" (include "sam2.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "sam2.authSecretName" -}}
+{{- .Values.auth.existingSecret | default (printf "%s-auth" (include "sam2.fullname" .)) }}
+{{- end }}
+
+{{- define "sam2.redisName" -}}
+{{- printf "%s-redis" (include "sam2.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "sam2.redisSecretName" -}}
+{{- .Values.redis.bundled.existingSecret | default (include "sam2.redisName" .) }}
+{{- end }}
+
+{{- define "sam2.redisSelectorLabels" -}}
+{{ include "sam2.selectorLabels" . }}
+app.kubernetes.io/component: redis
+{{- end }}

@@ -1,0 +1,314 @@
+"""The Helm chart, rendered by a real helm binary and validated like a cluster would: core objects with
+kubernetes-validate --strict, custom resources with their generated models, values with values.schema.json."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from .conftest import CHART, DASHBOARD, PROMETHEUS_DIR, REPO, TOOLS, load_yaml_docs, run, tool
+
+PRODUCTION = REPO / "deploy" / "helm" / "examples" / "production.yaml"
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest kubernetes-validate knows.
+K8S_VERSIONS = ["1.30", "1.37"]
+CORE_GROUPS = ("v1", "apps/", "autoscaling/", "policy/", "networking.k8s.io/", "batch/")
+CRD_UNVALIDATED = {("gateway.envoyproxy.io/v1alpha1", "BackendTrafficPolicy")}  # no offline schema; checked below
+
+VARIANTS = {
+    "default": [],
+    "production": ["-f", PRODUCTION],
+    "istio-header": ["-f", PRODUCTION, "--set", "httpRoute.sessionAffinity.provider=istio",
+                     "--set", "httpRoute.sessionAffinity.source=header", "--set", "httpRoute.sessionAffinity.name=X-Session"],
+    "ingress-bundled-redis": ["--set", "ingress.enabled=true", "--set", "redis.mode=bundled", "--set", "replicaCount=2",
+                              "--set", "auth.enabled=true", "--set", "auth.keyHashes={" + "ab" * 32 + "}",
+                              "--set", "autoscaling.enabled=true", "--set", "weights.persistence.enabled=true"],
+}
+
+
+def helm_template(*args, check: bool = True, kube_version: str = "1.35"):
+    return run([tool("helm"), "template", "sam2", CHART, "--namespace", "sam2", "--kube-version", kube_version, *args],
+               check=check)
+
+
+def render(*args) -> list[dict]:
+    return load_yaml_docs(helm_template(*args).stdout)
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[dict], kind: str, name: str | None = None) -> dict:
+    found = [d for d in by_kind(docs, kind) if name is None or d["metadata"]["name"] == name]
+    assert len(found) == 1, f"{len(found)} {kind} named {name}"
+    return found[0]
+
+
+def container_env(deployment: dict) -> list[dict]:
+    return deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+
+
+def env_value(deployment: dict, name: str):
+    for e in container_env(deployment):
+        if e["name"] == name:
+            return e.get("value", e.get("valueFrom"))
+    return None
+
+
+def kubernetes_validate(manifests: str, version: str) -> str:
+    proc = run([tool("kubernetes-validate"), "--strict", "-k", version, "-"], input=manifests, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "ERROR" not in out, out
+    return out
+
+
+# ---- rendering + schema validation of every manifest ---------------------------------------------------
+
+def test_helm_lint_strict():
+    run([tool("helm"), "lint", "--strict", CHART])
+    run([tool("helm"), "lint", "--strict", CHART, "-f", PRODUCTION])
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_rendered_core_objects_pass_strict_kubernetes_schemas(variant, version):
+    manifests = helm_template(*VARIANTS[variant], kube_version=version).stdout
+    out = kubernetes_validate(manifests, version)
+    docs = load_yaml_docs(manifests)
+    core = [d for d in docs if d["apiVersion"].startswith(CORE_GROUPS)]
+    assert core and len(re.findall(r"passed for resource", out)) == len(core), out
+    # only custom resources may lack a bundled schema; those are validated by the test below
+    for line in out.splitlines():
+        if "Couldn't find schema" in line:
+            assert not re.search(r"api version (v1|apps/|autoscaling/|policy/|networking\.k8s\.io/)", line), line
+
+
+def test_kubernetes_validate_rejects_what_helm_lint_lets_through():
+    """The failure mode of the issue: helm lint passed `replicas: "1"`; this pipeline must not."""
+    manifests = helm_template().stdout.replace("  replicas: 1\n", '  replicas: "1"\n', 1)
+    assert 'replicas: "1"' in manifests
+    proc = run([tool("kubernetes-validate"), "--strict", "-k", "1.35", "-"], input=manifests, check=False)
+    assert proc.returncode != 0 and "is not of type 'integer'" in proc.stdout + proc.stderr
+    bogus = helm_template().stdout.replace("      serviceAccountName:", "      bogusField: 1\n      serviceAccountName:", 1)
+    proc = run([tool("kubernetes-validate"), "--strict", "-k", "1.35", "-"], input=bogus, check=False)
+    assert proc.returncode != 0 and "bogusField" in proc.stdout + proc.stderr
+
+
+def validate_custom_resources(docs: list[dict]) -> list[dict]:
+    node = tool("node")
+    results = run([node, REPO / "tests" / "deploy" / "validate_crds.mjs", tool("node-modules")],
+                  input=json.dumps(docs)).stdout
+    return json.loads(results)
+
+
+@pytest.mark.parametrize("variant", ["production", "istio-header"])
+def test_custom_resources_match_their_crd_models(variant):
+    docs = [d for d in render(*VARIANTS[variant]) if not d["apiVersion"].startswith(CORE_GROUPS)]
+    kinds = {d["kind"] for d in docs}
+    assert {"HTTPRoute", "ServiceMonitor", "PrometheusRule"} <= kinds
+    for r in validate_custom_resources(docs):
+        if (r["apiVersion"], r["kind"]) in CRD_UNVALIDATED:
+            continue
+        assert r["status"] == "valid", r
+
+
+def test_crd_validation_can_fail():
+    docs = [d for d in render(*VARIANTS["production"]) if d["kind"] in ("HTTPRoute", "ServiceMonitor")]
+    docs[0] = json.loads(json.dumps(docs[0]))
+    for d in docs:
+        if d["kind"] == "HTTPRoute":
+            d["spec"]["rules"][0]["matches"][0]["path"]["type"] = "Prefixx"
+        else:
+            d["spec"]["endpoints"][0]["interval"] = "15 seconds"
+    results = validate_custom_resources(docs)
+    assert [r["status"] for r in results] == ["invalid"] * len(docs), results
+
+
+# ---- values.schema.json and template guards -------------------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "replicaCount=abc"], "/replicaCount"),
+    (["--set-string", "replicaCount=1"], "/replicaCount"),
+    (["--set", "settings.max_batch=many"], "/settings/max_batch"),
+    (["--set", "settings.port=9000"], "/settings"),            # set by the chart, not by settings
+    (["--set", "settings.Max-Batch=8"], "Max-Batch"),
+    (["--set", "model.name=sam3_l"], "/model/name"),
+    (["--set", "model.imageSize=500"], "/model/imageSize"),
+    (["--set", "model.dtype=int8"], "/model/dtype"),
+    (["--set", "redis.mode=cluster"], "/redis/mode"),
+    (["--set", "gpu.count=0"], "/gpu/count"),
+    (["--set", "auth.keyHashes={not-a-digest}"], "/auth/keyHashes"),
+    (["--set", "httpRoute.sessionAffinity.provider=nginx"], "/httpRoute/sessionAffinity/provider"),
+    (["--set", "metrics.serviceMonitor.interval=15"], "/metrics/serviceMonitor/interval"),
+    (["--set", "resources.limits.memory=lots"], "/resources/limits/memory"),
+    (["--set", "replicaCoutn=2"], "replicaCoutn"),              # typo in a key
+])
+def test_values_schema_rejects_bad_values(args, message):
+    proc = helm_template(*args, check=False)
+    assert proc.returncode != 0, proc.stdout[:500]
+    assert "schema" in proc.stderr and message in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "replicaCount=2"], "needs a shared session store"),
+    (["--set", "autoscaling.enabled=true"], "needs a shared session store"),
+    (["--set", "redis.mode=external"], "redis.external.existingSecret"),
+    (["--set", "auth.enabled=true"], "auth.existingSecret or auth.keyHashes"),
+])
+def test_inconsistent_values_fail_with_a_reason(args, message):
+    proc = helm_template(*args, check=False)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+
+
+def test_schema_model_pattern_accepts_exactly_the_names_model_core_knows():
+    from model_core.configs import canonical_name
+
+    pattern = json.loads((CHART / "values.schema.json").read_text())["properties"]["model"]["properties"]["name"]["pattern"]
+    names = [f"{p}{sep}{s}{ext}" for p in ("sam2", "sam2.1", "sam3", "sam2.2")
+             for sep in ("_", "_hiera_", "-") for s in ("t", "s", "b", "b+", "l", "tiny", "small", "base_plus", "large", "xl")
+             for ext in ("", ".pt")]
+    for name in names:
+        accepted = re.search(pattern, name) is not None
+        try:
+            canonical_name(name)
+            known = True
+        except ValueError:
+            known = False
+        # the schema may be stricter than model_core (no '-' spelling), never looser
+        assert not accepted or known, name
+        if "-" not in name:
+            assert accepted == known, name
+
+
+def test_typed_settings_are_real_service_settings():
+    from service.settings import Settings
+
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["settings"]
+    fields = set(Settings.model_fields)
+    assert set(schema["properties"]) <= fields, set(schema["properties"]) - fields
+    managed = {req["required"][0] for req in schema["not"]["anyOf"]}
+    assert {"host", "port", "model", "device", "api_keys"} <= managed
+
+
+# ---- what the chart renders ----------------------------------------------------------------------------
+
+def test_default_render_is_a_single_cpu_replica_with_probes_and_graceful_shutdown():
+    docs = render()
+    dep = one(docs, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert dep["spec"]["replicas"] == 1
+    assert c["image"] == "sam2-service:0.1.0"
+    assert env_value(dep, "SAM2_DEVICE") == "cpu" and env_value(dep, "SAM2_HOST") == "0.0.0.0"
+    assert env_value(dep, "SAM2_MAX_BATCH") == "8" and env_value(dep, "SAM2_WARMUP") == "true"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 600  # download + warm-up
+    # preStop (leave the endpoints) + uvicorn's 10 s drain + engine stop must fit in the grace period
+    pre_stop = int(c["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + 10 + 10
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert pod["securityContext"]["runAsNonRoot"] and c["securityContext"]["readOnlyRootFilesystem"]
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert {"/tmp", "/weights"} <= mounts and env_value(dep, "SAM2_WEIGHTS_DIR") == "/weights"
+    assert "nvidia.com/gpu" not in json.dumps(c["resources"])
+    assert not by_kind(docs, "HorizontalPodAutoscaler") and not by_kind(docs, "StatefulSet")
+    assert env_value(dep, "SAM2_REDIS_URL") is None and env_value(dep, "SAM2_API_KEYS") is None
+
+
+def test_production_render_gpu_redis_keys_autoscaling_monitoring():
+    docs = render("-f", PRODUCTION)
+    dep = one(docs, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert "replicas" not in dep["spec"]  # the HPA owns it
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1 and env_value(dep, "SAM2_DEVICE") == "cuda"
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu" and pod["nodeSelector"]
+    assert env_value(dep, "SAM2_REDIS_URL") == {"secretKeyRef": {"name": "sam2-redis", "key": "redis-url"}}
+    assert env_value(dep, "SAM2_API_KEYS") == {"secretKeyRef": {"name": "sam2-api-keys", "key": "api-key-hashes"}}
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
+    assert [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"] == ["sam2_queue_depth"]
+    assert one(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    claim = pod["volumes"][[v["name"] for v in pod["volumes"]].index("weights")]["persistentVolumeClaim"]["claimName"]
+    assert one(docs, "PersistentVolumeClaim", claim)["spec"]["accessModes"] == ["ReadWriteMany"]
+    sm = one(docs, "ServiceMonitor")
+    assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert {"targetLabel": "job", "replacement": "sam2-service"} in sm["spec"]["endpoints"][0]["relabelings"]
+    # the ServiceMonitor selects the api Service only (the track Service has the same pods: no double scrape)
+    selected = [s for s in by_kind(docs, "Service")
+                if sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
+    assert [s["metadata"]["name"] for s in selected] == [dep["metadata"]["name"]]
+
+
+def test_image_tag_follows_gpu():
+    dep = one(render("--set", "gpu.enabled=true"), "Deployment")
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "sam2-service:0.1.0-cuda"
+
+
+def test_track_route_hashes_on_the_session_and_reaches_the_api_pods():
+    docs = render("-f", PRODUCTION)
+    dep = one(docs, "Deployment")
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    route = one(docs, "HTTPRoute", "sam2-sam2-service-track")
+    rule = route["spec"]["rules"][0]
+    assert rule["matches"] == [{"path": {"type": "Exact", "value": "/v1/track"}}]
+    svc = one(docs, "Service", rule["backendRefs"][0]["name"])
+    assert svc["spec"]["selector"].items() <= pod_labels.items()
+    policy = one(docs, "BackendTrafficPolicy")
+    assert policy["spec"]["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute",
+                                             "name": route["metadata"]["name"]}]
+    assert policy["spec"]["loadBalancer"] == {"type": "ConsistentHash", "consistentHash": {
+        "type": "QueryParams", "queryParams": [{"name": "session"}]}}
+    rest = one(docs, "HTTPRoute", "sam2-sam2-service")
+    assert rest["spec"]["rules"][0]["matches"][0]["path"] == {"type": "PathPrefix", "value": "/"}
+
+    istio = render(*VARIANTS["istio-header"])
+    rule = one(istio, "DestinationRule")
+    assert rule["spec"]["host"] == "sam2-sam2-service-track.sam2.svc.cluster.local"
+    assert rule["spec"]["trafficPolicy"]["loadBalancer"]["consistentHash"] == {"httpHeaderName": "X-Session"}
+    assert not by_kind(istio, "BackendTrafficPolicy")
+
+
+def test_ingress_variant_hashes_track_and_bundled_redis_is_persistent():
+    docs = render(*VARIANTS["ingress-bundled-redis"])
+    ingresses = {i["metadata"]["name"]: i for i in by_kind(docs, "Ingress")}
+    track = ingresses["sam2-sam2-service-track"]
+    assert track["metadata"]["annotations"]["nginx.ingress.kubernetes.io/upstream-hash-by"] == "$arg_session"
+    assert track["spec"]["rules"][0]["http"]["paths"][0]["path"] == "/v1/track"
+    assert "upstream-hash-by" not in json.dumps(ingresses["sam2-sam2-service"]["metadata"].get("annotations", {}))
+    sts = one(docs, "StatefulSet")
+    command = " ".join(sts["spec"]["template"]["spec"]["containers"][0]["command"])
+    assert "--appendonly yes" in command and '--requirepass "$REDIS_PASSWORD"' in command
+    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "8Gi"
+    secret = one(docs, "Secret", "sam2-sam2-service-redis")
+    assert len(secret["data"]["redis-password"]) > 20
+    dep = one(docs, "Deployment")
+    names = [e["name"] for e in container_env(dep)]
+    # $(REDIS_PASSWORD) in SAM2_REDIS_URL only expands if it is defined earlier in the list
+    assert names.index("REDIS_PASSWORD") < names.index("SAM2_REDIS_URL")
+    assert env_value(dep, "SAM2_REDIS_URL") == "redis://:$(REDIS_PASSWORD)@sam2-sam2-service-redis:6379/0"
+    assert env_value(dep, "SAM2_API_KEYS")["secretKeyRef"]["name"] == "sam2-sam2-service-auth"
+    assert "checksum/auth" in dep["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_dashboard_and_alerts_are_the_repository_files():
+    docs = render("-f", PRODUCTION)
+    cm = one(docs, "ConfigMap")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(cm["data"]["sam2-service.json"]) == json.loads(DASHBOARD.read_text())
+    rule = one(docs, "PrometheusRule")
+    assert rule["spec"]["groups"] == yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"]
+
+
+def test_notes_render_with_warnings_where_due():
+    # `helm template` does not print NOTES.txt; a client-side dry-run install does
+    proc = run([tool("helm"), "install", "sam2", CHART, "--dry-run=client", "--namespace", "sam2",
+                "--set", "settings.weights=random"])
+    assert "auth.enabled=false" in proc.stdout and "UNTRAINED" in proc.stdout and "port-forward" in proc.stdout
+    proc = run([tool("helm"), "install", "sam2", CHART, "--dry-run=client", "--namespace", "sam2", "-f", PRODUCTION])
+    assert "sam2.example.com/readyz" in proc.stdout and "WARNING" not in proc.stdout.split("NOTES:")[1]
