@@ -80,7 +80,7 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
             value = predicate()
             if value:
                 return value
-        except (httpx.TransportError, ValueError, KeyError):
+        except (httpx.TransportError, ValueError, KeyError, TypeError):
             pass
         if time.monotonic() > deadline:
             pytest.fail(f"{what}: not within {timeout} s\n{log.read_text()[-4000:] if log else ''}")

@@ -1,0 +1,116 @@
+"""Dockerfiles: hadolint, and their install steps checked against the project's own install (no docker engine
+here, so nothing is built; see docs/deployment.md)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import pytest
+
+from .conftest import REPO, run, tool
+
+DOCKERFILES = {"cpu": REPO / "docker" / "Dockerfile", "cuda": REPO / "docker" / "Dockerfile.cuda"}
+
+
+def stages(text: str) -> dict[str, list[str]]:
+    """Instructions per build stage (continuation lines joined, comments dropped)."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    out: dict[str, list[str]] = {}
+    current = None
+    for line in joined.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"FROM\s+\S+\s+AS\s+(\S+)", line, re.I)
+        if m:
+            current = m.group(1)
+            out[current] = []
+        elif current:
+            out[current].append(line)
+    return out
+
+
+def arg(text: str, name: str) -> str:
+    return re.search(rf"^ARG {name}=(\S*)", text, re.M).group(1).strip('"')
+
+
+@pytest.mark.parametrize("flavour", DOCKERFILES)
+def test_hadolint(flavour):
+    proc = run([tool("hadolint"), "--no-color", "--failure-threshold", "info", DOCKERFILES[flavour]], check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_hadolint_can_fail(tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text(DOCKERFILES["cpu"].read_text().replace("USER 10001:10001", "USER root")
+                   .replace('RUN pip install . \\', 'RUN cd /src && pip install . \\'))
+    proc = run([tool("hadolint"), "--no-color", bad], check=False)
+    assert proc.returncode != 0 and ("DL3002" in proc.stdout or "DL3003" in proc.stdout), proc.stdout
+
+
+@pytest.mark.parametrize("flavour", DOCKERFILES)
+def test_install_steps_match_the_project_install(flavour):
+    text = DOCKERFILES[flavour].read_text()
+    build, runtime = stages(text)["build"], stages(text)["runtime"]
+    setup = (REPO / ".ci" / "setup").read_text()
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    # the torch release CI tests with
+    tested = re.search(r'"torch==([0-9.]+)"', setup).group(1)
+    assert arg(text, "TORCH_VERSION") == tested
+    assert any('pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"' in i for i in build)
+    index = arg(text, "TORCH_INDEX_URL")
+    if flavour == "cpu":
+        assert index == "https://download.pytorch.org/whl/cpu"
+        assert any("torch.version.cuda is None" in i for i in build)
+    else:
+        assert re.fullmatch(r"https://download\.pytorch\.org/whl/cu1[0-9]{2}", index)
+        assert any("assert torch.version.cuda" in i for i in build)
+    # the project's install (.ci/setup: pip install -e ".[test]") without the editable flag and the test extra
+    assert re.search(r'pip install -e "\.\[test\]"', setup)
+    assert any(re.match(r"RUN pip install \.( |$)", i) for i in build)
+    assert not any("[test]" in i or "pip install -e" in i for i in build)
+    # every file the build of the distribution needs is copied in
+    copied = " ".join(i for i in build if i.startswith("COPY"))
+    for package in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]:
+        assert f"COPY {package.rstrip('*')} " in copied, package
+    for f in ("pyproject.toml", pyproject["project"]["readme"]):
+        assert f in copied
+    # and survives the .dockerignore beside the Dockerfile
+    ignore = (DOCKERFILES[flavour].parent / f"{DOCKERFILES[flavour].name}.dockerignore").read_text()
+    for kept in ("!pyproject.toml", "!README.md", "!model_core/**", "!service/**"):
+        assert kept in ignore.splitlines()
+    # the console script the image runs is the project's
+    assert "sam2-service" in pyproject["project"]["scripts"]
+    assert 'ENTRYPOINT ["sam2-service"]' in runtime and 'CMD ["serve"]' in runtime
+
+
+@pytest.mark.parametrize("flavour", DOCKERFILES)
+def test_runtime_stage_is_lean_non_root_with_healthcheck_and_weights_volume(flavour):
+    text = DOCKERFILES[flavour].read_text()
+    runtime = stages(text)["runtime"]
+    joined = "\n".join(runtime)
+    assert re.search(r"^FROM .* AS build$", text, re.M) and re.search(r"^FROM .* AS runtime$", text, re.M)
+    assert "COPY --from=build /opt/venv /opt/venv" in joined
+    for compiler in ("build-essential", "gcc", "g++", "clang", "python3-dev", "python3-pip"):
+        assert not re.search(rf"\b{re.escape(compiler)}\b", joined), compiler
+    assert not re.search(r"\bpip install\b", joined)
+    user = [i for i in runtime if i.startswith("USER ")]
+    assert user and user[-1] not in ("USER root", "USER 0") and runtime.index(user[-1]) > max(
+        i for i, line in enumerate(runtime) if line.startswith("RUN "))
+    assert re.search(r"HEALTHCHECK .*CMD .*/healthz", joined)
+    assert "SAM2_WEIGHTS_DIR=/weights" in joined and 'VOLUME ["/weights"]' in joined
+    assert "SAM2_HOST=0.0.0.0" in joined
+    # weights only when asked for: the build arg defaults to empty and guards the download
+    assert arg(text, "BAKE_MODEL") == ""
+    assert any('if [ -n "${BAKE_MODEL}" ]' in i and "resolve_checkpoint" in i for i in stages(text)["build"])
+
+
+def test_base_image_python_satisfies_requires_python():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    minimum = tuple(int(x) for x in re.search(r">=\s*([0-9.]+)", pyproject["project"]["requires-python"]).group(1).split("."))
+    cpu = arg(DOCKERFILES["cpu"].read_text(), "PYTHON_IMAGE")
+    assert tuple(int(x) for x in re.search(r"python:(\d+\.\d+)", cpu).group(1).split(".")) >= minimum
+    cuda = arg(DOCKERFILES["cuda"].read_text(), "CUDA_IMAGE")
+    assert "ubuntu24.04" in cuda  # Python 3.12 from Ubuntu 24.04
+    assert (3, 12) >= minimum
