@@ -14,11 +14,13 @@ from .errors import install_error_handlers
 from .inputs import BodyLimitMiddleware
 from .metrics import RequestMetricsMiddleware
 from .openapi import install_openapi
-from .routers import embed, everything, health, models, segment
+from .routers import embed, everything, health, models, segment, track
 from .schemas import (
     EmbedForm, EmbedRequest, EverythingForm, EverythingRequest, ProblemDetails, SegmentForm, SegmentRequest,
 )
+from .session_store import MemoryStore, RedisStore
 from .settings import Settings
+from .track_sessions import TrackSessions
 
 DESCRIPTION = """Promptable segmentation with SAM 2 / SAM 2.1: an image and a few clicks or boxes in, masks out.
 
@@ -34,10 +36,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     owns_engine = engine is None
     engine = engine if engine is not None else Engine(settings)
 
+    store = RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         engine.start()
         yield
+        await store.close()
         if owns_engine:
             await run_in_threadpool(engine.stop)
 
@@ -52,6 +57,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.track_sessions = TrackSessions(engine, store, settings, engine.metrics)
 
     def count_error(kind: str) -> None:
         engine.metrics.errors.labels(kind).inc()
@@ -61,6 +67,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.add_middleware(RequestMetricsMiddleware, metrics=engine.metrics)  # outermost: times everything
 
     app.include_router(health.router)
+    app.include_router(track.router)  # authenticates in the handler (WebSockets carry keys differently)
     secured = [Depends(require_api_key)]
     for router in (segment.router, everything.router, embed.router, models.router):
         app.include_router(router, dependencies=secured)

@@ -80,8 +80,8 @@ class ObjectMasks:
 
 @dataclass
 class Job:
-    kind: str  # "embed" | "segment" | "everything"
-    image: ImageInput
+    kind: str  # "embed" | "segment" | "everything" | "call"
+    image: ImageInput | None
     cache_key: tuple | None  # where the new features are stored (None: do not store)
     payload: Any = None
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
@@ -89,7 +89,7 @@ class Job:
 
     @property
     def needs_encoder(self) -> bool:
-        return self.image.cached is None
+        return self.image is not None and self.image.cached is None
 
 
 _STOP = object()
@@ -176,6 +176,10 @@ class Engine:
 
     async def everything(self, image: ImageInput, cache_key: tuple, params: dict) -> list[dict]:
         return await self._submit(Job("everything", image, cache_key, params))
+
+    async def call(self, fn: Callable[[], Any]) -> Any:
+        """Run fn() on the worker thread, in queue order with the other jobs (tracking steps use this)."""
+        return await self._submit(Job("call", None, None, fn))
 
     async def _submit(self, job: Job) -> Any:
         s = self.settings
@@ -348,6 +352,8 @@ class Engine:
             torch.cuda.synchronize(self.device)
 
     def _finish(self, job: Job) -> Any:
+        if job.kind == "call":
+            return job.payload()
         entry = job.image.cached
         if job.kind == "embed":
             return entry

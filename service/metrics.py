@@ -46,6 +46,26 @@ class Metrics:
         )
         self.errors = Counter("sam2_errors", "requests answered with an error, by kind", ["kind"], registry=r)
         self.encoder_runs = Counter("sam2_encoder_runs", "images run through the image encoder", registry=r)
+        # /v1/track sessions
+        self.active_sessions = Gauge("sam2_active_sessions", "tracking sessions live on this replica", registry=r)
+        self.frames_tracked = Counter("sam2_frames_tracked", "frames tracked, all sessions", registry=r)
+        self.frame_latency = Histogram(
+            "sam2_frame_latency_seconds", "frame received -> its masks sent", buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.store_write_seconds = Histogram(
+            "sam2_store_write_seconds", "session store write per step", buckets=DEVICE_BUCKETS, registry=r,
+        )
+        self.store_write_bytes = Histogram(
+            "sam2_store_write_bytes", "bytes written to the session store per step",
+            buckets=(1e3, 4e3, 16e3, 64e3, 256e3, 1e6, 4e6, 16e6, 64e6), registry=r,
+        )
+        self.session_resumes = Counter("sam2_session_resumes", "sessions resumed from the store", registry=r)
+        self.dropped_frames = Counter("sam2_dropped_frames", "frames refused or dropped by back-pressure", registry=r)
+        self.store_errors = Counter("sam2_store_errors", "session store operations that failed", registry=r)
+        self.gpu_memory = Gauge("sam2_gpu_memory_bytes", "CUDA memory of this process (0 on CPU)", ["kind"],
+                                registry=r)
+        self.gpu_memory.labels("allocated").set_function(_cuda_memory("allocated"))
+        self.gpu_memory.labels("reserved").set_function(_cuda_memory("reserved"))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -54,6 +74,19 @@ class Metrics:
         """Current value of a sample (e.g. `sam2_encoder_runs_total`), 0 if absent: for tests and diagnostics."""
         v = self.registry.get_sample_value(name, labels or {})
         return 0.0 if v is None else v
+
+
+def _cuda_memory(kind: str):
+    """A scrape-time reader of torch's CUDA allocator statistics."""
+
+    def read() -> float:
+        import torch
+
+        if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+            return 0.0
+        return float(torch.cuda.memory_allocated() if kind == "allocated" else torch.cuda.memory_reserved())
+
+    return read
 
 
 class RequestMetricsMiddleware:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -51,6 +51,19 @@ class Settings(BaseSettings):
     max_points_per_side: int = Field(64, ge=1, description="largest points_per_side of /v1/segment/everything")
     max_crop_layers: int = Field(2, ge=0, description="largest crop_n_layers of /v1/segment/everything")
 
+    # /v1/track sessions
+    redis_url: str | None = Field(
+        None, description="session store: redis://[:password@]host:port/db (rediss:// for TLS); unset: in-process"
+    )
+    track_queue_frames: int = Field(4, ge=1, le=256, description="frames waiting per session at most")
+    track_backpressure: Literal["reject", "drop_oldest"] = Field(
+        "reject", description="when a client sends frames faster than they are tracked: reject new or drop oldest"
+    )
+    track_idle_seconds: float = Field(300.0, gt=0, description="close a socket with no message for this long")
+    track_session_ttl: int = Field(3600, ge=1, description="seconds a session stays resumable after its last step")
+    track_sessions_per_key: int = Field(16, ge=1, description="live sessions per API key")
+    track_max_objects: int = Field(32, ge=1, description="objects per tracking session")
+
     # auth
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -76,7 +89,7 @@ class Settings(BaseSettings):
             )
         return keys
 
-    @field_validator("weights", "device", "dtype", mode="before")
+    @field_validator("weights", "device", "dtype", "redis_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         return None if value == "" else value

@@ -84,6 +84,7 @@ class Session:
     record: SessionRecord
     state: TrackerState
     token: str | None = None  # only known to the replica that created it (sent once to the client)
+    deferred: list[dict] = field(default_factory=list)  # "next" prompts sent before the frame size was known
     needs_full_write: bool = False  # a write failed: the next one rewrites everything
     store_down_reported: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -194,8 +195,11 @@ class TrackSessions:
 
     async def track_frame(self, session: Session, rgb: np.ndarray) -> TrackResult:
         st = session.state
-        if st.height == 0:  # size taken from the first frame
+        if st.height == 0:  # size taken from the first frame; prompts that waited for it apply now
             st.height, st.width = rgb.shape[:2]
+            deferred, session.deferred = session.deferred, []
+            for msg in deferred:
+                await self.prompt(session, msg)
         elif rgb.shape[:2] != (st.height, st.width):
             raise TrackError("bad_frame", f"frame is {rgb.shape[1]}x{rgb.shape[0]}, the session's frames are "
                                           f"{st.width}x{st.height}")
@@ -215,7 +219,10 @@ class TrackSessions:
         if not isinstance(obj_id, int) or isinstance(obj_id, bool):
             raise TrackError("bad_prompt", "obj_id must be an integer")
         if st.height == 0:
-            raise TrackError("bad_prompt", "send the first frame (or width and height in start) before prompts")
+            if frame == "current":
+                raise TrackError("bad_prompt", "no frame has been tracked yet: use frame 'next'")
+            session.deferred.append(msg)  # coordinates need the frame size: applied with the first frame
+            return None
         points, labels, box, mask = msg.get("points"), msg.get("labels"), msg.get("box"), msg.get("mask")
         npts = 0 if points is None else (len(points) if isinstance(points, list) else -1)
         if npts > self.settings.max_points:

@@ -1,0 +1,218 @@
+"""WS /v1/track through the ASGI app: sessions, prompts, errors, ownership and back-pressure."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from model_core.mask_ops import decode_rle
+from model_core.video_tracker import VideoTracker
+from service.app import create_app
+from service.auth import hash_key
+from service.track_sessions import encode_raw_frame
+from tests.model_core.video_fixtures import synthetic_clip, tracking_model
+from tests.service.conftest import make_settings, running_engine
+
+H, W = 96, 160
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tracking_model(128)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return synthetic_clip(8, H, W)
+
+
+@pytest.fixture(scope="module")
+def engine(model):
+    with running_engine(model) as eng:
+        yield eng
+
+
+def png(rgb: np.ndarray) -> bytes:
+    return cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+
+
+def app_for(engine, **overrides):
+    return create_app(make_settings(**overrides), engine=engine)
+
+
+def recv(ws, kind):
+    """The next message of a type, failing on anything else but notes."""
+    while True:
+        msg = ws.receive_json()
+        if msg["type"] == kind:
+            return msg
+        assert msg["type"] in ("store_recovered",), msg
+
+
+def start(ws, **fields):
+    ws.send_json({"type": "start", **fields})
+    return recv(ws, "session")
+
+
+def direct_run(model, clip, script):
+    """The same session run on VideoTracker directly: script[i] = prompts sent before frame i."""
+    tracker = VideoTracker(model)
+    state = tracker.new_state(H, W)
+    out = []
+    for i, frame in enumerate(clip):
+        for kind, kw in script.get(i, []):
+            if kind == "next":
+                tracker.add_prompt(state, **kw)
+        out.append(tracker.track(state, frame))
+        for kind, kw in script.get((i, "after"), []):
+            out.append(tracker.add_prompt(state, **kw, frame="current"))
+    return out
+
+
+def test_a_session_gives_the_trackers_masks(engine, model, clip):
+    script = {
+        0: [("next", dict(obj_id=1, points=[[40, 48]], labels=[1]))],
+        (2, "after"): [("current", dict(obj_id=1, points=[[60, 40]], labels=[0]))],
+        5: [("next", dict(obj_id=2, box=[90, 10, 130, 50]))],
+    }
+    expected = direct_run(model, clip, script)
+    got = []
+    with TestClient(app_for(engine)) as client, client.websocket_connect("/v1/track") as ws:
+        hello = start(ws)
+        assert len(hello["session_id"]) >= 22 and len(hello["resume_token"]) >= 22 and hello["frame_idx"] == 0
+        for i, frame in enumerate(clip):
+            for _, kw in script.get(i, []):
+                ws.send_json({"type": "prompt", **kw})
+                assert recv(ws, "ack")["frame_idx"] == i
+            ws.send_bytes(png(frame))
+            got.append(recv(ws, "masks"))
+            for _, kw in script.get((i, "after"), []):
+                ws.send_json({"type": "prompt", "frame": "current", **kw})
+                reply = recv(ws, "masks")
+                assert reply["refined"] and reply["frame_idx"] == i
+                got.append(reply)
+    assert [m["frame_idx"] for m in got if "seq" in m] == list(range(len(clip)))
+    assert len(got) == len(expected)
+    for msg, exp in zip(got, expected):
+        exp_objects = exp.objects if hasattr(exp, "objects") else [exp]
+        assert [o["obj_id"] for o in msg["objects"]] == [o.obj_id for o in exp_objects]
+        for o, e in zip(msg["objects"], exp_objects):
+            np.testing.assert_array_equal(decode_rle(o["rle"]), e.mask)
+            assert o["present"] == e.present and o["score"] == pytest.approx(e.score, abs=1e-4)
+    assert any(o["present"] for m in got for o in m["objects"])
+
+
+def test_raw_frames_and_size_from_start(engine, clip):
+    with TestClient(app_for(engine)) as client, client.websocket_connect("/v1/track") as ws:
+        start(ws, width=W, height=H)
+        ws.send_json({"type": "prompt", "obj_id": 3, "points": [[40, 48]], "labels": [1]})
+        recv(ws, "ack")
+        ws.send_bytes(encode_raw_frame(clip[0]))
+        masks = recv(ws, "masks")
+        assert masks["objects"][0]["rle"]["size"] == [H, W]
+        assert set(masks["timings"]) == {"queue_ms", "decode_ms", "track_ms", "store_ms", "total_ms"}
+
+
+def test_malformed_messages_get_errors_and_the_session_lives_on(engine, clip):
+    with TestClient(app_for(engine)) as client, client.websocket_connect("/v1/track") as ws:
+        ws.send_bytes(png(clip[0]))
+        assert recv(ws, "error")["code"] == "not_started"
+        start(ws)
+        for bad, code in [
+            ("not json", "bad_message"),
+            (json.dumps([1, 2]), "bad_message"),
+            (json.dumps({"type": "dance"}), "bad_message"),
+            (json.dumps({"type": "prompt", "obj_id": 1, "points": [[1, 1]], "labels": [1], "frame": "current"}),
+             "bad_prompt"),
+        ]:
+            ws.send_text(bad)
+            assert recv(ws, "error")["code"] == code
+        ws.send_bytes(b"\x89PNG\r\n\x1a\n garbage")
+        assert recv(ws, "error")["code"] == "bad_frame"
+        ws.send_bytes(png(clip[0]))
+        assert recv(ws, "masks")["frame_idx"] == 0
+        for prompt, text in [
+            ({"obj_id": 1, "points": [[500, 10]], "labels": [1]}, "outside"),
+            ({"obj_id": 1, "points": [[1, 1], [2, 2]], "labels": [1]}, "labels"),
+            ({"obj_id": 1, "box": [1, 2, 3]}, "box"),
+            ({"obj_id": "one", "points": [[1, 1]], "labels": [1]}, "integer"),
+            ({"obj_id": 1, "points": [[1, 1]], "labels": [1], "frame": "later"}, "next"),
+        ]:
+            ws.send_json({"type": "prompt", **prompt})
+            err = recv(ws, "error")
+            assert err["code"] == "bad_prompt" and text in err["detail"], err
+        ws.send_bytes(png(clip[1][:50]))
+        assert recv(ws, "error")["code"] == "bad_frame"
+        ws.send_json({"type": "remove_object", "obj_id": 42})
+        assert recv(ws, "error")["code"] == "unknown_object"
+        ws.send_json({"type": "ping"})
+        assert recv(ws, "pong")
+        ws.send_bytes(png(clip[1]))
+        assert recv(ws, "masks")["frame_idx"] == 1
+
+
+def test_resume_needs_the_same_key_and_token(engine, clip):
+    keys = {"alice": "key-alice-123", "bob": "key-bob-456"}
+    app = app_for(engine, api_keys=",".join(hash_key(k) for k in keys.values()))
+    with TestClient(app) as client:
+        with pytest.raises(Exception):
+            with client.websocket_connect("/v1/track") as ws:  # no key
+                assert recv(ws, "error")["code"] == "unauthorized"
+                ws.receive_json()
+        alice = {"Authorization": f"Bearer {keys['alice']}"}
+        with client.websocket_connect("/v1/track", headers=alice) as ws:
+            hello = start(ws)
+            ws.send_json({"type": "prompt", "obj_id": 1, "points": [[40, 48]], "labels": [1]})
+            recv(ws, "ack")
+            ws.send_bytes(png(clip[0]))
+            recv(ws, "masks")
+        sid, token = hello["session_id"], hello["resume_token"]
+        with client.websocket_connect(f"/v1/track?api_key={keys['bob']}") as ws:
+            ws.send_json({"type": "resume", "session_id": sid, "resume_token": token})
+            assert recv(ws, "error")["code"] == "forbidden"
+        with client.websocket_connect("/v1/track", headers=alice) as ws:
+            ws.send_json({"type": "resume", "session_id": sid, "resume_token": "wrong"})
+            assert recv(ws, "error")["code"] == "forbidden"
+            ws.send_json({"type": "resume", "session_id": sid, "resume_token": token})
+            again = recv(ws, "session")
+            assert again["resumed"] and again["frame_idx"] == 1 and again["objects"] == [1]
+            ws.send_bytes(png(clip[1]))
+            assert recv(ws, "masks")["frame_idx"] == 1
+            ws.send_json({"type": "close"})
+            recv(ws, "closed")
+        with client.websocket_connect("/v1/track", headers=alice) as ws:
+            ws.send_json({"type": "resume", "session_id": sid, "resume_token": token})
+            assert recv(ws, "error")["code"] == "not_found"
+
+
+def test_sessions_per_key_are_limited(engine):
+    with TestClient(app_for(engine, track_sessions_per_key=1)) as client:
+        with client.websocket_connect("/v1/track") as first:
+            start(first)
+            with client.websocket_connect("/v1/track") as second:
+                second.send_json({"type": "start"})
+                assert recv(second, "error")["code"] == "limit"
+
+
+@pytest.mark.parametrize("policy", ["reject", "drop_oldest"])
+def test_a_flooding_client_gets_the_backpressure_policy(engine, clip, policy):
+    with TestClient(app_for(engine, track_queue_frames=2, track_backpressure=policy)) as client:
+        with client.websocket_connect("/v1/track") as ws:
+            start(ws)
+            ws.send_json({"type": "prompt", "obj_id": 1, "points": [[40, 48]], "labels": [1]})
+            recv(ws, "ack")
+            n = 12
+            for i in range(n):
+                ws.send_bytes(png(clip[i % len(clip)]))
+            masks, notes = [], []
+            while len(masks) + sum(len(x["seq"]) if isinstance(x["seq"], list) else 1 for x in notes) < n:
+                msg = ws.receive_json()
+                (masks if msg["type"] == "masks" else notes).append(msg)
+            expected_note = "busy" if policy == "reject" else "dropped"
+            assert notes and all(x["type"] == expected_note for x in notes)
+            assert [m["frame_idx"] for m in masks] == list(range(len(masks)))  # consecutive, in order
+            assert len(masks) < n
+            assert engine.metrics.value("sam2_dropped_frames_total") > 0
