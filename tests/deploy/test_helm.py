@@ -135,6 +135,7 @@ def test_crd_validation_can_fail():
     (["--set", "settings.max_batch=many"], "/settings/max_batch"),
     (["--set", "settings.port=9000"], "/settings"),            # set by the chart, not by settings
     (["--set", "settings.Max-Batch=8"], "Max-Batch"),
+    (["--set", "settings.track_backpressure=drop_newest"], "/settings/track_backpressure"),
     (["--set", "model.name=sam3_l"], "/model/name"),
     (["--set", "model.imageSize=500"], "/model/imageSize"),
     (["--set", "model.dtype=int8"], "/model/dtype"),
