@@ -153,29 +153,34 @@ class TrackSession:
     def _connect(url: str, api_key: str | None):
         from websockets.sync.client import connect
 
-        return connect(url, additional_headers=_headers(api_key), max_size=None, open_timeout=30)
+        options = dict(additional_headers=_headers(api_key), max_size=None, open_timeout=30, proxy=None)
+        try:
+            return connect(url, legacy=True, **options)  # websockets >= 17: a plain connection, not a context
+        except TypeError:
+            return connect(url, **options)
 
     @classmethod
     def open(cls, url: str, api_key: str | None = None, **start) -> "TrackSession":
         ws = cls._connect(url, api_key)
         ws.send(json.dumps({"type": "start", **start}))
-        return cls(ws, cls._expect(ws, "session", []))
+        return cls(ws, cls._expect(ws, "session", [], tolerate=()))
 
     @classmethod
     def resume(cls, url: str, session_id: str, resume_token: str, api_key: str | None = None) -> "TrackSession":
         ws = cls._connect(url, api_key)
         ws.send(json.dumps({"type": "resume", "session_id": session_id, "resume_token": resume_token}))
-        session = cls(ws, cls._expect(ws, "session", []))
+        session = cls(ws, cls._expect(ws, "session", [], tolerate=()))
         session.resume_token = resume_token
         return session
 
     @staticmethod
-    def _expect(ws, kind: str, notes: list[dict], timeout: float = 120.0) -> dict:
+    def _expect(ws, kind: str, notes: list[dict], timeout: float = 120.0, tolerate=("store_unavailable",)) -> dict:
+        """The next message of `kind`; errors raise, except those in `tolerate` (kept in notes with the rest)."""
         while True:
             msg = json.loads(ws.recv(timeout=timeout))
             if msg["type"] == kind:
                 return msg
-            if msg["type"] == "error" and msg.get("code") not in ("store_unavailable",):
+            if msg["type"] == "error" and msg.get("code") not in tolerate:
                 raise TrackError(msg)
             notes.append(msg)
 

@@ -172,7 +172,7 @@ class RedisStore(SessionStore):
         from redis.retry import Retry
 
         self._redis = redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
-                                     retry=Retry(NoBackoff(), 1), health_check_interval=10)
+                                     retry=Retry(NoBackoff(), 0), health_check_interval=10)
         self._prefix = prefix
         self._write = self._redis.register_script(_WRITE_LUA)
 
@@ -183,33 +183,41 @@ class RedisStore(SessionStore):
     def _owner_key(self, owner: str) -> str:
         return f"{self._prefix}:owner:{owner}"
 
-    async def _call(self, coro):
+    async def _call(self, make):
+        """Await make() (a fresh command or pipeline each time); one retry covers a connection Redis closed
+        (e.g. after a restart); a second failure means the store is unreachable."""
         import redis.exceptions as rexc
 
-        try:
-            return await coro
-        except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"session store (Redis) unreachable: {exc}") from exc
+        for attempt in range(2):
+            try:
+                return await make()
+            except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+                if attempt:
+                    raise StoreUnavailable(f"session store (Redis) unreachable: {exc}") from exc
 
     async def create(self, record, header, entries, ttl):
         meta, hdr, ent = self._keys(record.session_id)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(meta, mapping=record.to_fields())
-        pipe.expire(meta, ttl)
-        pipe.set(hdr, header, ex=ttl)
-        pipe.delete(ent)
-        if entries:
-            pipe.hset(ent, mapping=entries)
-            pipe.expire(ent, ttl)
-        pipe.zadd(self._owner_key(record.owner), {record.session_id: time.time() + ttl})
-        await self._call(pipe.execute())
+
+        def make():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hset(meta, mapping=record.to_fields())
+            pipe.expire(meta, ttl)
+            pipe.set(hdr, header, ex=ttl)
+            pipe.delete(ent)
+            if entries:
+                pipe.hset(ent, mapping=entries)
+                pipe.expire(ent, ttl)
+            pipe.zadd(self._owner_key(record.owner), {record.session_id: time.time() + ttl})
+            return pipe.execute()
+
+        await self._call(make)
 
     async def write(self, session_id, expected_version, header, puts, deletes, ttl, replace=False):
         args = [expected_version, ttl, header, "1" if replace else "0", len(puts)]
         for k, v in puts.items():
             args += [k, v]
         args += list(deletes)
-        result = await self._call(self._write(keys=list(self._keys(session_id)), args=args))
+        result = await self._call(lambda: self._write(keys=list(self._keys(session_id)), args=args))
         if result == -1:
             raise KeyError(session_id)
         if result == -2:
@@ -218,11 +226,15 @@ class RedisStore(SessionStore):
 
     async def load(self, session_id):
         meta, hdr, ent = self._keys(session_id)
-        pipe = self._redis.pipeline(transaction=True)  # MULTI/EXEC: one consistent snapshot
-        pipe.hgetall(meta)
-        pipe.get(hdr)
-        pipe.hgetall(ent)
-        fields, header, entries = await self._call(pipe.execute())
+
+        def make():
+            pipe = self._redis.pipeline(transaction=True)  # MULTI/EXEC: one consistent snapshot
+            pipe.hgetall(meta)
+            pipe.get(hdr)
+            pipe.hgetall(ent)
+            return pipe.execute()
+
+        fields, header, entries = await self._call(make)
         if not fields or header is None:
             return None
         return StoredSession(SessionRecord.from_fields(fields), header,
@@ -230,23 +242,27 @@ class RedisStore(SessionStore):
 
     async def delete(self, session_id):
         s = await self.load(session_id)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.delete(*self._keys(session_id))
-        if s is not None:
-            pipe.zrem(self._owner_key(s.record.owner), session_id)
-        await self._call(pipe.execute())
+
+        def make():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.delete(*self._keys(session_id))
+            if s is not None:
+                pipe.zrem(self._owner_key(s.record.owner), session_id)
+            return pipe.execute()
+
+        await self._call(make)
 
     async def count_owned(self, owner):
         key = self._owner_key(owner)
-        await self._call(self._redis.zremrangebyscore(key, "-inf", time.time()))
-        return int(await self._call(self._redis.zcard(key)))
+        await self._call(lambda: self._redis.zremrangebyscore(key, "-inf", time.time()))
+        return int(await self._call(lambda: self._redis.zcard(key)))
 
     async def touch_owner(self, owner: str, session_id: str, ttl: int) -> None:
-        await self._call(self._redis.zadd(self._owner_key(owner), {session_id: time.time() + ttl}))
+        await self._call(lambda: self._redis.zadd(self._owner_key(owner), {session_id: time.time() + ttl}))
 
     async def ping(self):
         try:
-            return bool(await self._call(self._redis.ping()))
+            return bool(await self._call(self._redis.ping))
         except StoreUnavailable:
             return False
 

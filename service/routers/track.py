@@ -150,9 +150,9 @@ class _Connection:
                           "track_ms": round((t2 - t1) * 1e3, 2), "store_ms": round((t3 - t2) * 1e3, 2),
                           "total_ms": round((time.perf_counter() - received) * 1e3, 2)}
         self.sessions.metrics.frame_latency.observe(time.perf_counter() - received)
-        await self.send(msg)
-        if note:
+        if note:  # store news first, so a client reading this frame's masks has seen it
             await self.send(note)
+        await self.send(msg)
 
     def require_session(self) -> Session:
         if self.session is None:
@@ -180,6 +180,8 @@ class _Connection:
         if kind == "prompt":
             out = await self.sessions.prompt(session, msg)
             note = await self.sessions.persist(session)
+            if note:
+                await self.send(note)
             if out is None:
                 await self.send({"type": "ack", "for": "prompt", "obj_id": msg["obj_id"],
                                  "frame_idx": session.state.frame_idx})
@@ -189,8 +191,6 @@ class _Connection:
                 reply = await asyncio.to_thread(result_message, TrackResult(session.state.frame_idx - 1, [out]),
                                                 refined=True)
                 await self.send(reply)
-            if note:
-                await self.send(note)
         elif kind == "remove_object":
             await self.sessions.remove_object(session, msg.get("obj_id"))
             await self.sessions.persist(session)
