@@ -1,0 +1,126 @@
+"""/v1/track throughput: 1, 4 and 8 concurrent sessions against a real server, MemoryStore vs RedisStore.
+
+    python bench/track_sessions.py [--image-size 256] [--frames 20] [--sessions 1,4,8]
+
+Starts `sam2-service serve --weights random` twice on 127.0.0.1 (in-process store, then a redis-server it
+starts too), runs sessions in threads with the Python client (one object each, frames as PNG) and prints
+aggregate frames/s, client-side per-frame p50/p99, and the store's cost per frame (ms and bytes, from the
+server's own metrics). Random weights: the work per frame is the real work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from service.client import TrackSession  # noqa: E402
+from tests.model_core.video_fixtures import synthetic_clip  # noqa: E402
+from tests.redis_server import RedisServer, free_port  # noqa: E402
+
+
+def serve(image_size: int, redis_url: str | None, log: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAM2_")}
+    env.update(SAM2_TRACK_QUEUE_FRAMES="64", SAM2_TRACK_SESSIONS_PER_KEY="64")
+    if redis_url:
+        env["SAM2_REDIS_URL"] = redis_url
+    cmd = [sys.executable, "-m", "service.cli", "serve", "--weights", "random", "--image-size", str(image_size),
+           "--dtype", "fp32", "--device", "cpu", "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env)
+    for _ in range(600):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc, port
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise RuntimeError(f"server did not start: {log.read_text()}")
+
+
+def metric_sum(port: int, name: str) -> tuple[float, float]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    total = float(re.search(rf"^{name}_sum (\S+)", text, re.M).group(1))
+    count = float(re.search(rf"^{name}_count (\S+)", text, re.M).group(1))
+    return total, count
+
+
+def run_sessions(port: int, n_sessions: int, frames) -> dict:
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def one():
+        s = TrackSession.open(f"ws://127.0.0.1:{port}/v1/track")
+        s.add_prompt(1, points=[[200, 240]], labels=[1])
+        mine = []
+        for f in frames:
+            t = time.perf_counter()
+            s.send_frame(f)
+            mine.append(time.perf_counter() - t)
+        s.close()
+        with lock:
+            latencies.extend(mine[2:])  # the first frames carry the prompt and start-up
+
+    before = [metric_sum(port, "sam2_store_write_seconds"), metric_sum(port, "sam2_store_write_bytes")]
+    threads = [threading.Thread(target=one) for _ in range(n_sessions)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    after = [metric_sum(port, "sam2_store_write_seconds"), metric_sum(port, "sam2_store_write_bytes")]
+    writes = after[0][1] - before[0][1]
+    lat = sorted(latencies)
+    return {
+        "fps": n_sessions * len(frames) / wall,
+        "p50": statistics.median(lat) * 1e3,
+        "p99": lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1e3,
+        "store_ms": (after[0][0] - before[0][0]) / max(writes, 1) * 1e3,
+        "store_kib": (after[1][0] - before[1][0]) / max(writes, 1) / 1024,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--image-size", type=int, default=256)
+    ap.add_argument("--frames", type=int, default=20)
+    ap.add_argument("--sessions", default="1,4,8")
+    args = ap.parse_args()
+    frames = synthetic_clip(args.frames, 480, 640)
+    tmp = Path(tempfile.mkdtemp())
+    redis = RedisServer(tmp, appendonly=False).start()
+    rows = []
+    try:
+        for store, url in (("memory", None), ("redis", redis.url)):
+            proc, port = serve(args.image_size, url, tmp / f"{store}.log")
+            try:
+                for n in (int(v) for v in args.sessions.split(",")):
+                    r = run_sessions(port, n, frames)
+                    rows.append((store, n, r))
+            finally:
+                proc.terminate()
+                proc.wait(20)
+    finally:
+        redis.stop()
+    print(f"\n/v1/track, tiny @ {args.image_size}px, 640x480 PNG frames, {args.frames} frames per session, "
+          f"1 object, fp32 CPU")
+    print("| store | sessions | frames/s (all) | p50 ms/frame | p99 ms/frame | store ms/write | store KiB/write |")
+    print("|---|---|---|---|---|---|---|")
+    for store, n, r in rows:
+        print(f"| {store} | {n} | {r['fps']:.2f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['store_ms']:.2f} | "
+              f"{r['store_kib']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
