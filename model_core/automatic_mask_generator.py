@@ -216,7 +216,7 @@ class AutomaticMaskGenerator:
         return cands
 
     def _decode(self, coords: torch.Tensor, labels: torch.Tensor, mask_input, multimask: bool):
-        feats = self.predictor.get_features()
+        feats = self.predictor.compute_features(self.predictor.get_features())
         with autocast(self.predictor.device, self.predictor.dtype):
             out = self.model.decode(feats, coords, labels, mask_input, multimask)
         low = out.masks.float()

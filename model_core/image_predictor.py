@@ -228,6 +228,7 @@ class ImagePredictor:
         return_logits: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run the prompt encoder + decoder for B prompt sets on one image and bring masks to its size."""
+        feats = self.compute_features(feats)
         with autocast(self.device, self.dtype):
             out = self.model.decode(feats, coords, labels, mask_input, multimask_output)
         low_res = out.masks.float()
@@ -237,6 +238,11 @@ class ImagePredictor:
         if not return_logits:
             masks = masks > self.mask_threshold
         return masks, out.iou_pred.float(), low_res.clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP)
+
+    def compute_features(self, feats: ImageFeatures) -> ImageFeatures:
+        """Features in the dtype the decoder computes in: with bf16/fp16 autocast, the fine feature maps would
+        otherwise keep the decoder's largest activations (B x 32 x 4s x 4s) in fp32 and cast them per op."""
+        return feats if self.dtype == torch.float32 else feats.to(self.dtype)
 
     def _clean_regions(self, logits: torch.Tensor) -> torch.Tensor:
         """Fill background holes <= max_hole_area and drop foreground specks <= max_sprinkle_area (low-res)."""

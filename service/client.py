@@ -150,8 +150,12 @@ class TrackSession:
         self.notes: list[dict] = []
 
     @staticmethod
-    def _connect(url: str, api_key: str | None):
+    def _connect(url: str, api_key: str | None, session: str):
+        """`?session=` carries the session id so a gateway's consistent hash routes a session to one replica
+        (a random value for a new session spreads them); the server itself ignores it."""
         from websockets.sync.client import connect
+
+        url = f"{url}{'&' if '?' in url else '?'}session={session}"
 
         options = dict(additional_headers=_headers(api_key), max_size=None, open_timeout=30, proxy=None)
         try:
@@ -161,13 +165,15 @@ class TrackSession:
 
     @classmethod
     def open(cls, url: str, api_key: str | None = None, **start) -> "TrackSession":
-        ws = cls._connect(url, api_key)
+        import secrets
+
+        ws = cls._connect(url, api_key, secrets.token_urlsafe(16))
         ws.send(json.dumps({"type": "start", **start}))
         return cls(ws, cls._expect(ws, "session", [], tolerate=()))
 
     @classmethod
     def resume(cls, url: str, session_id: str, resume_token: str, api_key: str | None = None) -> "TrackSession":
-        ws = cls._connect(url, api_key)
+        ws = cls._connect(url, api_key, session_id)
         ws.send(json.dumps({"type": "resume", "session_id": session_id, "resume_token": resume_token}))
         session = cls(ws, cls._expect(ws, "session", [], tolerate=()))
         session.resume_token = resume_token

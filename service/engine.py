@@ -383,7 +383,7 @@ class Engine:
         coords, labels = p.prompt_points(group.coords, group.labels, group.boxes, orig_hw)
         mask_in = None if group.mask_logits is None else torch.from_numpy(group.mask_logits).to(self.device)
         with autocast(self.device, self.dtype):
-            out = self.model.decode(feats.to(self.device), coords, labels, mask_in, multimask)
+            out = self.model.decode(p.compute_features(feats.to(self.device)), coords, labels, mask_in, multimask)
         low_res, iou = out.masks.float(), out.iou_pred.float()  # (B, C, 4s, 4s), (B, C)
         results = []
         for b in range(low_res.shape[0]):
