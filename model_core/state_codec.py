@@ -2,7 +2,8 @@
 
 Layout of every blob: MAGIC (8 bytes) | header length (u32 LE) | header JSON | tensor bytes | CRC32 (u32 LE).
 A whole state is one blob; for stores that write only what changed, a state also splits into a header
-part and one part per memory entry (`state_parts`, `delta_parts`), which `state_from_parts` joins again.
+part and one part per memory-entry field (`state_parts`, `delta_parts`), which `state_from_parts` joins
+again: a step then writes its new entry and deletes what it evicted, never rewriting old tensors.
 """
 
 from __future__ import annotations
@@ -166,36 +167,54 @@ def header_part(state: TrackerState, extra: dict | None = None) -> bytes:
     return pack({**header, "extra": extra or {}}, tensors)
 
 
-def entry_part(entry: MemoryEntry) -> bytes:
-    return pack({}, _entry_tensors(entry))
+def _field_parts(key: str, entry: MemoryEntry) -> dict[str, bytes]:
+    return {f"{key}/{f}": pack({}, {f: getattr(entry, f)}) for f in _ENTRY_FIELDS if getattr(entry, f) is not None}
+
+
+def _entry_of(state: TrackerState, obj_id: int, kind: str, frame: int) -> MemoryEntry | None:
+    track = state.objects.get(obj_id)
+    return None if track is None else (track.cond if kind == "c" else track.non_cond).get(frame)
 
 
 def state_parts(state: TrackerState, extra: dict | None = None) -> tuple[bytes, dict[str, bytes]]:
-    """The state as a header part and one part per memory entry, keyed by `entry_key`."""
-    parts = {
-        entry_key(t.obj_id, kind, frame): entry_part(e)
-        for t in state.objects.values()
-        for kind, d in (("c", t.cond), ("n", t.non_cond))
-        for frame, e in d.items()
-    }
+    """The state as a header part and one part per memory-entry field ("<entry_key>/<field>")."""
+    parts: dict[str, bytes] = {}
+    for t in state.objects.values():
+        for kind, d in (("c", t.cond), ("n", t.non_cond)):
+            for frame, e in d.items():
+                parts.update(_field_parts(entry_key(t.obj_id, kind, frame), e))
     return header_part(state, extra), parts
 
 
 def delta_parts(state: TrackerState, extra: dict | None = None) -> tuple[bytes, dict[str, bytes], list[str]]:
-    """What the last step changed: the new header part, entry parts written, entry keys dropped."""
-    puts = {}
-    for obj_id, kind, frame in state.last_delta.put:
-        track = state.objects.get(obj_id)
-        entry = None if track is None else (track.cond if kind == "c" else track.non_cond).get(frame)
+    """What changed since the delta was last taken: the new header part, parts written, part keys deleted."""
+    d = state.last_delta
+    puts: dict[str, bytes] = {}
+    deletes: set[str] = set()
+    for obj_id, kind, frame in dict.fromkeys(d.put):
+        entry = _entry_of(state, obj_id, kind, frame)
+        key = entry_key(obj_id, kind, frame)
         if entry is not None:
-            puts[entry_key(obj_id, kind, frame)] = entry_part(entry)
-    deletes = [entry_key(*k) for k in state.last_delta.delete if entry_key(*k) not in puts]
+            fields = _field_parts(key, entry)
+            puts.update(fields)
+            deletes.update(f"{key}/{f}" for f in _ENTRY_FIELDS if f"{key}/{f}" not in fields)
+    for obj_id, kind, frame in d.delete:
+        key = entry_key(obj_id, kind, frame)
+        deletes.update(f"{key}/{f}" for f in _ENTRY_FIELDS)
+    for obj_id, kind, frame, f in d.drop:
+        deletes.add(f"{entry_key(obj_id, kind, frame)}/{f}")
     state.last_delta = StepDelta()  # taken: the next delta starts empty
-    return header_part(state, extra), puts, deletes
+    return header_part(state, extra), puts, sorted(deletes - set(puts))
 
 
 def state_from_parts(header_blob: bytes, parts: dict[str, bytes], device: str | torch.device = "cpu") -> tuple[TrackerState, dict]:
-    """Join a header part and entry parts back into a state -> (state, extra)."""
+    """Join a header part and field parts back into a state -> (state, extra)."""
     header, tensors = unpack(header_blob, device)
-    entries = {k: _entry_from(unpack(v, device)[1]) for k, v in parts.items()}
+    fields: dict[str, dict[str, torch.Tensor]] = {}
+    for name, blob in parts.items():
+        key, _, field = name.rpartition("/")
+        if field not in _ENTRY_FIELDS:
+            raise StateFormatError(f"unknown state part {name!r}")
+        fields.setdefault(key, {}).update(unpack(blob, device)[1])
+    entries = {k: _entry_from(v) for k, v in fields.items()}
     return _state_from(header, tensors, entries), header.get("extra", {})

@@ -69,10 +69,12 @@ class TrackResult:
 
 @dataclass
 class StepDelta:
-    """What one step changed in the state: entries written (obj_id, kind, frame) and entries dropped."""
+    """What one step changed: entries written and deleted (obj_id, kind, frame), fields dropped from kept
+    entries (obj_id, kind, frame, field), so that a store writes only new bytes."""
 
     put: list[tuple[int, str, int]] = field(default_factory=list)
     delete: list[tuple[int, str, int]] = field(default_factory=list)
+    drop: list[tuple[int, str, int, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -338,15 +340,14 @@ class VideoTracker:
             for t, e in track.non_cond.items():
                 if t < keep_mem_from and e.maskmem is not None:
                     e.maskmem = None
-                    state.last_delta.put.append((track.obj_id, "n", t))
+                    state.last_delta.drop.append((track.obj_id, "n", t, "maskmem"))
                 if t < f and e.low_res is not None:
                     e.low_res = None
-                    state.last_delta.put.append((track.obj_id, "n", t))
+                    state.last_delta.drop.append((track.obj_id, "n", t, "low_res"))
             for t, e in track.cond.items():
                 if t < f and e.low_res is not None:
                     e.low_res = None
-                    state.last_delta.put.append((track.obj_id, "c", t))
-        state.last_delta.put = list(dict.fromkeys(state.last_delta.put))
+                    state.last_delta.drop.append((track.obj_id, "c", t, "low_res"))
 
     # ---- helpers --------------------------------------------------------------------------
 

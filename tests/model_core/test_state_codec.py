@@ -66,13 +66,15 @@ def test_deltas_applied_to_a_store_rebuild_the_state(tracker, frames):
     for f in frames:
         tracker.track(state, f)
         header, puts, deletes = delta_parts(state)
-        assert len(puts) <= 4  # this frame's entry, plus older entries that shed their memory / logits
-        store.update(puts)
+        assert {k.rpartition("/")[0] for k in puts} == {f"1:{'c' if state.frame_idx == 1 else 'n'}:{state.frame_idx - 1}"}
+        store.update(puts)  # only this frame's new entry is written; evictions are deletions
         for key in deletes:
             del store[key]
     rebuilt, _ = state_from_parts(header, store)
     assert state_to_bytes(rebuilt) == state_to_bytes(state)
-    assert len(store) == len(state.objects[1].cond) + len(state.objects[1].non_cond)
+    entries = {**state.objects[1].cond, **state.objects[1].non_cond}
+    assert len(store) == sum(getattr(e, f) is not None for e in entries.values()
+                             for f in ("maskmem", "obj_ptr", "score", "low_res"))
 
 
 def test_bad_bytes_raise_clear_errors(tracker, frames):
