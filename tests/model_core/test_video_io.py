@@ -14,13 +14,16 @@ def clip():
     return synthetic_clip(6, 64, 96)
 
 
-def test_mp4_frames_are_decoded_in_order_and_on_demand(clip, tmp_path):
-    path = tmp_path / "clip.mp4"
+def write_mp4(frames, path):
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
-    for f in clip:
+    for f in frames:
         writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
     writer.release()
-    src = open_video(str(path))
+    return path
+
+
+def test_mp4_frames_are_decoded_in_order_and_on_demand(clip, tmp_path):
+    src = open_video(str(write_mp4(clip, tmp_path / "clip.mp4")))
     assert isinstance(src, VideoFileFrames) and len(src) == 6 and src.hw == (64, 96)
     assert src._next == 1  # only the first frame was read (for its size)
     for i in (3, 1, 5):  # random access seeks
@@ -45,13 +48,8 @@ def test_bad_videos_are_refused(tmp_path):
 
 
 def test_predictor_runs_on_an_mp4(clip, tmp_path):
-    path = tmp_path / "clip.mp4"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
-    for f in clip:
-        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    writer.release()
     predictor = VideoPredictor(tracking_model(), progress=False)
-    state = predictor.init_state(str(path))
+    state = predictor.init_state(str(write_mp4(clip, tmp_path / "clip.mp4")))
     frame_idx, obj_ids, masks = predictor.add_new_points_or_box(state, 0, obj_id=1, points=[[20, 30]], labels=[1])
     assert (frame_idx, obj_ids, masks.shape) == (0, [1], (1, 1, 64, 96))
     frames = [f for f, _, _ in predictor.propagate_in_video(state)]
