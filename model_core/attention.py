@@ -22,14 +22,14 @@ class Attention(nn.Module):
     ) -> None:
         super().__init__()
         kv_in_dim = kv_in_dim or embedding_dim
-        self.internal_dim = embedding_dim // downsample_rate
+        self.internal_dim = inner = embedding_dim // downsample_rate
         self.num_heads = num_heads
-        if self.internal_dim % num_heads:
+        if inner % num_heads:
             raise ValueError("num_heads must divide embedding_dim // downsample_rate")
-        self.q_proj = nn.Linear(embedding_dim, self.internal_dim)
-        self.k_proj = nn.Linear(kv_in_dim, self.internal_dim)
-        self.v_proj = nn.Linear(kv_in_dim, self.internal_dim)
-        self.out_proj = nn.Linear(self.internal_dim, embedding_dim)
+        self.q_proj = nn.Linear(embedding_dim, inner)
+        self.k_proj = nn.Linear(kv_in_dim, inner)
+        self.v_proj = nn.Linear(kv_in_dim, inner)
+        self.out_proj = nn.Linear(inner, embedding_dim)
         self.dropout_p = dropout
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:

@@ -70,6 +70,26 @@ def near_crop_edge(boxes: torch.Tensor, crop: list[int], image_box: list[int], a
     return (at_crop & ~at_image).any(dim=1)
 
 
+@dataclass(frozen=True)
+class GeneratorParams:
+    """The generator's settings after validation (Meta's parameter names)."""
+
+    points_per_batch: int
+    pred_iou_thresh: float
+    stability_score_thresh: float
+    stability_score_offset: float
+    mask_threshold: float
+    box_nms_thresh: float
+    crop_n_layers: int
+    crop_nms_thresh: float
+    crop_overlap_ratio: float
+    min_mask_region_area: int
+    output_mode: str
+    use_m2m: bool
+    multimask_output: bool
+    upsample_chunk: int
+
+
 @dataclass
 class _Candidates:
     """Masks that survived filtering, as parallel lists/arrays (boxes xyxy and points in image pixels)."""
@@ -132,20 +152,11 @@ class AutomaticMaskGenerator:
             model, mask_threshold, max_hole_area=min_mask_region_area, max_sprinkle_area=min_mask_region_area,
             dtype=dtype,
         )
-        self.points_per_batch = points_per_batch
-        self.pred_iou_thresh = pred_iou_thresh
-        self.stability_score_thresh = stability_score_thresh
-        self.stability_score_offset = stability_score_offset
-        self.mask_threshold = mask_threshold
-        self.box_nms_thresh = box_nms_thresh
-        self.crop_n_layers = crop_n_layers
-        self.crop_nms_thresh = crop_nms_thresh
-        self.crop_overlap_ratio = crop_overlap_ratio
-        self.min_mask_region_area = min_mask_region_area
-        self.output_mode = output_mode
-        self.use_m2m = use_m2m
-        self.multimask_output = multimask_output
-        self.upsample_chunk = upsample_chunk
+        self.p = GeneratorParams(
+            points_per_batch, pred_iou_thresh, stability_score_thresh, stability_score_offset, mask_threshold,
+            box_nms_thresh, crop_n_layers, crop_nms_thresh, crop_overlap_ratio, min_mask_region_area, output_mode,
+            use_m2m, multimask_output, upsample_chunk,
+        )
 
     @property
     def model(self) -> SAM2Model:
@@ -163,9 +174,9 @@ class AutomaticMaskGenerator:
         records = []
         for i in range(len(cands)):
             rle = cands.rles[i]
-            if self.output_mode == "coco_rle":
+            if self.p.output_mode == "coco_rle":
                 seg = rle
-            elif self.output_mode == "binary_mask":
+            elif self.p.output_mode == "binary_mask":
                 seg = decode_rle(rle)
             else:
                 seg = uncompressed_rle(decode_rle(rle))
@@ -184,15 +195,15 @@ class AutomaticMaskGenerator:
 
     def _generate(self, image: np.ndarray) -> _Candidates:
         hw = image.shape[:2]
-        boxes, layers = crop_boxes(hw, self.crop_n_layers, self.crop_overlap_ratio)
+        boxes, layers = crop_boxes(hw, self.p.crop_n_layers, self.p.crop_overlap_ratio)
         cands = _Candidates()
         for crop, layer in zip(boxes, layers):
             cands.extend(self._process_crop(image, crop, layer, hw))
         if len(boxes) > 1 and len(cands):
             # the same object seen in several crops: prefer the mask from the smallest crop
             areas = np.array([(c[2] - c[0]) * (c[3] - c[1]) for c in cands.crop_boxes], dtype=np.float64)
-            cands = cands.select(nms(np.stack(cands.boxes), 1.0 / areas, self.crop_nms_thresh))
-        if self.min_mask_region_area > 0 and len(cands):
+            cands = cands.select(nms(np.stack(cands.boxes), 1.0 / areas, self.p.crop_nms_thresh))
+        if self.p.min_mask_region_area > 0 and len(cands):
             cands = self._clean_small_regions(cands)
         return cands
 
@@ -203,12 +214,12 @@ class AutomaticMaskGenerator:
         self.predictor.set_image(crop_img)
         points = self.point_grids[layer] * np.array([crop_hw[1], crop_hw[0]], dtype=np.float64)
         cands = _Candidates()
-        for start in range(0, len(points), self.points_per_batch):
-            cands.extend(self._process_batch(points[start : start + self.points_per_batch], crop_hw, crop, hw))
+        for start in range(0, len(points), self.p.points_per_batch):
+            cands.extend(self._process_batch(points[start : start + self.p.points_per_batch], crop_hw, crop, hw))
         self.predictor.reset_predictor()
         if not len(cands):
             return cands
-        cands = cands.select(nms(np.stack(cands.boxes), np.array(cands.iou_preds), self.box_nms_thresh))
+        cands = cands.select(nms(np.stack(cands.boxes), np.array(cands.iou_preds), self.p.box_nms_thresh))
         offset = np.array([x0, y0], dtype=np.float64)
         cands.boxes = [b + np.concatenate([offset, offset]) for b in cands.boxes]
         cands.points = [p + offset for p in cands.points]
@@ -220,7 +231,7 @@ class AutomaticMaskGenerator:
         with autocast(self.predictor.device, self.predictor.dtype):
             out = self.model.decode(feats, coords, labels, mask_input, multimask)
         low = out.masks.float()
-        if self.min_mask_region_area > 0:
+        if self.p.min_mask_region_area > 0:
             low = self.predictor._clean_regions(low)
         return low.clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP), out.iou_pred.float()
 
@@ -231,33 +242,33 @@ class AutomaticMaskGenerator:
         pts = torch.as_tensor(points, dtype=torch.float32, device=dev)
         coords = to_model_coords(pts[:, None, :], crop_hw, size)
         labels = torch.ones(coords.shape[:2], dtype=torch.int64, device=dev)
-        low, iou = self._decode(coords, labels, None, self.multimask_output)  # (B, M, h, w), (B, M)
+        low, iou = self._decode(coords, labels, None, self.p.multimask_output)  # (B, M, h, w), (B, M)
         m = low.shape[1]
         low, iou = low.flatten(0, 1), iou.flatten(0, 1)
         pts = pts.repeat_interleave(m, dim=0)
-        if self.use_m2m:
+        if self.p.use_m2m:
             refined = [
-                self._decode(to_model_coords(pts[s : s + self.points_per_batch, None], crop_hw, size),
-                             torch.ones(len(pts[s : s + self.points_per_batch]), 1, dtype=torch.int64, device=dev),
-                             low[s : s + self.points_per_batch, None], False)
-                for s in range(0, len(pts), self.points_per_batch)
+                self._decode(to_model_coords(pts[s : s + self.p.points_per_batch, None], crop_hw, size),
+                             torch.ones(len(pts[s : s + self.p.points_per_batch]), 1, dtype=torch.int64, device=dev),
+                             low[s : s + self.p.points_per_batch, None], False)
+                for s in range(0, len(pts), self.p.points_per_batch)
             ]
             low = torch.cat([r[0][:, 0] for r in refined])
             iou = torch.cat([r[1][:, 0] for r in refined])
         keep = torch.ones_like(iou, dtype=torch.bool)
-        if self.pred_iou_thresh > 0:
-            keep &= iou > self.pred_iou_thresh  # cheap: before any full-resolution work
+        if self.p.pred_iou_thresh > 0:
+            keep &= iou > self.p.pred_iou_thresh  # cheap: before any full-resolution work
         idx = torch.nonzero(keep).flatten()
 
         out = _Candidates()
         image_box = [0, 0, hw[1], hw[0]]
         x0, y0, x1, y1 = crop
-        for start in range(0, len(idx), self.upsample_chunk):
-            sel = idx[start : start + self.upsample_chunk]
+        for start in range(0, len(idx), self.p.upsample_chunk):
+            sel = idx[start : start + self.p.upsample_chunk]
             logits = upscale_masks(low[sel][:, None], crop_hw)[:, 0]  # (n, H_crop, W_crop)
-            stab = stability_score(logits, self.mask_threshold, self.stability_score_offset)
-            ok = stab >= self.stability_score_thresh if self.stability_score_thresh > 0 else torch.ones_like(stab, dtype=torch.bool)
-            binary = logits > self.mask_threshold
+            stab = stability_score(logits, self.p.mask_threshold, self.p.stability_score_offset)
+            ok = stab >= self.p.stability_score_thresh if self.p.stability_score_thresh > 0 else torch.ones_like(stab, dtype=torch.bool)
+            binary = logits > self.p.mask_threshold
             boxes = masks_to_boxes(binary)
             offset = torch.tensor([x0, y0, x0, y0], dtype=torch.float32, device=dev)
             ok &= ~near_crop_edge(boxes + offset, crop, image_box)
@@ -280,12 +291,12 @@ class AutomaticMaskGenerator:
         masks, unchanged = [], []
         for rle in cands.rles:
             mask = decode_rle(rle)
-            mask, filled = remove_small_regions(mask, self.min_mask_region_area, "holes")
-            mask, dropped = remove_small_regions(mask, self.min_mask_region_area, "islands")
+            mask, filled = remove_small_regions(mask, self.p.min_mask_region_area, "holes")
+            mask, dropped = remove_small_regions(mask, self.p.min_mask_region_area, "islands")
             masks.append(mask)
             unchanged.append(0.0 if (filled or dropped) else 1.0)
         boxes = masks_to_boxes(torch.from_numpy(np.stack(masks))).numpy().astype(np.float64)
-        keep = nms(boxes, np.array(unchanged), self.box_nms_thresh)
+        keep = nms(boxes, np.array(unchanged), self.p.box_nms_thresh)
         for i in keep:
             if unchanged[i] == 0.0:
                 cands.rles[i] = encode_rle(masks[i][None])[0]

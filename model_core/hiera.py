@@ -44,8 +44,8 @@ class PatchEmbed(nn.Module):
         super().__init__()
         self.proj = nn.Conv2d(3, embed_dim, kernel_size=7, stride=4, padding=3)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).permute(0, 2, 3, 1)  # (B, H/4, W/4, C)
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.proj(images).permute(0, 2, 3, 1)  # (B, H/4, W/4, C)
 
 
 class MultiScaleAttention(nn.Module):
@@ -58,9 +58,9 @@ class MultiScaleAttention(nn.Module):
         self.qkv = nn.Linear(dim, dim_out * 3)
         self.proj = nn.Linear(dim_out, dim_out)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, _ = x.shape
-        q, k, v = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).unbind(2)  # each (B, HW, nH, d)
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        b, h, w, _ = tokens.shape
+        q, k, v = self.qkv(tokens).reshape(b, h * w, 3, self.num_heads, -1).unbind(2)  # each (B, HW, nH, d)
         if self.q_pool is not None:
             q = _pool_bhwc(q.reshape(b, h, w, -1), self.q_pool)
             h, w = q.shape[1:3]

@@ -25,8 +25,8 @@ class MLP(nn.Module):
         self.act = activation()
         self.sigmoid_output = sigmoid_output
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        last = len(self.layers) - 1
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        x, last = inputs, len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < last:
@@ -43,7 +43,7 @@ class LayerNorm2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_channels))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, fmap: torch.Tensor) -> torch.Tensor:
         # normalise in (B, H, W, C) layout, where layer_norm's last-axis kernel applies
-        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        y = F.layer_norm(fmap.permute(0, 2, 3, 1), (fmap.shape[1],), self.weight, self.bias, self.eps)
         return y.permute(0, 3, 1, 2)

@@ -58,7 +58,7 @@ class MaskDecoder(nn.Module):
         self.output_hypernetworks_mlps = nn.ModuleList(MLP(c, c, c // 8, 3) for _ in range(self.num_mask_tokens))
         self.iou_prediction_head = MLP(c, 256, self.num_mask_tokens, 3, sigmoid_output=True)
         self.pred_obj_score_head = MLP(c, c, 1, 3)
-        self.dynamic_multimask_via_stability = dynamic_multimask_via_stability
+        self.stable_single_mask = dynamic_multimask_via_stability
         self.stability_delta = stability_delta
         self.stability_thresh = stability_thresh
 
@@ -78,7 +78,7 @@ class MaskDecoder(nn.Module):
         )
         if multimask_output:
             masks, iou, tokens = masks[:, 1:], iou[:, 1:], mask_tokens[:, 1:]
-        elif self.dynamic_multimask_via_stability and not self.training:
+        elif self.stable_single_mask and not self.training:
             masks, iou = self._stable_single_mask(masks, iou)
             tokens = mask_tokens[:, :1]
         else:

@@ -86,7 +86,8 @@ def select_memories(
             pointers.append((offset, e))
     for back in range(1, max_ptrs):
         t = frame - step * back
-        if t < 0 or (num_frames is not None and t >= num_frames):
+        outside = t < 0 or (num_frames is not None and t >= num_frames)
+        if outside:
             break
         e = track.non_cond.get(t) or unchosen.get(t)
         if e is not None:

@@ -41,10 +41,10 @@ class CXBlock(nn.Module):
         self.pwconv2 = nn.Linear(4 * dim, dim)
         self.gamma = nn.Parameter(1e-6 * torch.ones(dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.norm(self.dwconv(x)).permute(0, 2, 3, 1)
+    def forward(self, fmap: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.dwconv(fmap)).permute(0, 2, 3, 1)
         y = self.gamma * self.pwconv2(self.act(self.pwconv1(y)))
-        return x + y.permute(0, 3, 1, 2)
+        return fmap + y.permute(0, 3, 1, 2)
 
 
 class Fuser(nn.Module):
@@ -52,10 +52,10 @@ class Fuser(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(CXBlock(dim) for _ in range(num_layers))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, fmap: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
-            x = layer(x)
-        return x
+            fmap = layer(fmap)
+        return fmap
 
 
 class MemoryEncoder(nn.Module):

@@ -41,10 +41,10 @@ class SinePositionEncoding(nn.Module):
         return self._cache[key]
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, num_pos_feats, H, W) in x's dtype."""
-        pe = self._grid(x.shape[-2], x.shape[-1], x.device)
-        return pe.to(x.dtype)[None].expand(x.shape[0], -1, -1, -1)
+    def forward(self, fmap: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, num_pos_feats, H, W) in the map's dtype."""
+        pe = self._grid(fmap.shape[-2], fmap.shape[-1], fmap.device)
+        return pe.to(fmap.dtype)[None].expand(fmap.shape[0], -1, -1, -1)
 
 
 class RandomFourierEncoding(nn.Module):

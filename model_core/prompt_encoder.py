@@ -34,7 +34,7 @@ class PromptEncoder(nn.Module):
             nn.Conv2d(quarter, mask_in_chans, kernel_size=2, stride=2),
             LayerNorm2d(mask_in_chans),
             nn.GELU(),
-            nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
+            nn.Conv2d(mask_in_chans, embed_dim, 1),
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
 

@@ -73,7 +73,7 @@ class SAM2Model(nn.Module):
             self.no_obj_embed_spatial = None
         for p in (self.maskmem_tpos_enc, self.no_mem_embed, self.no_mem_pos_enc, self.no_obj_ptr):
             nn.init.trunc_normal_(p, std=0.02)
-        if self.no_obj_embed_spatial is not None:
+        if cfg.no_obj_embed_spatial:
             nn.init.trunc_normal_(self.no_obj_embed_spatial, std=0.02)
 
     @property

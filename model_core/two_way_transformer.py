@@ -24,12 +24,12 @@ class TwoWayAttentionBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.norm4 = nn.LayerNorm(dim)
         self.cross_attn_image_to_token = Attention(dim, num_heads, downsample_rate=downsample_rate)
-        self.skip_first_layer_pe = skip_first_layer_pe
+        self.first_without_pe = skip_first_layer_pe
 
     def forward(
         self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor, key_pe: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.skip_first_layer_pe:
+        if self.first_without_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
             q = queries + query_pe

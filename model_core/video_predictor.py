@@ -110,9 +110,9 @@ class VideoPredictor:
         """Clicks and/or a box for one object on one frame -> (frame_idx, obj_ids, masks (O, 1, H, W) logits)."""
         state = inference_state
         if (points is not None) != (labels is not None):
-            raise ValueError("points and labels must be provided together")
+            raise ValueError("give points and labels together (one label per point)")
         if points is None and box is None:
-            raise ValueError("at least one of points or box must be provided as input")
+            raise ValueError("give points with labels, or a box, or both")
         if box is not None and not clear_old_points:
             raise ValueError("a box must come first: use clear_old_points=True when giving a box")
         self._check_frame(state, frame_idx)

@@ -70,10 +70,12 @@ def test_output_modes_and_record_fields():
     assert rec["segmentation"].shape == (96, 128) and rec["segmentation"].dtype == bool
     assert rec["area"] == int(rec["segmentation"].sum())
     assert rec["crop_box"] == [0, 0, 128, 96]
-    gen.output_mode = "uncompressed_rle"
+    gen = AutomaticMaskGenerator(model, points_per_side=4, pred_iou_thresh=0, stability_score_thresh=0,
+                                 box_nms_thresh=1.0, output_mode="uncompressed_rle")
     unc = gen.generate(image)[0]["segmentation"]
     assert unc["size"] == [96, 128] and sum(unc["counts"]) == 96 * 128
-    gen.output_mode = "coco_rle"
+    gen = AutomaticMaskGenerator(model, points_per_side=4, pred_iou_thresh=0, stability_score_thresh=0,
+                                 box_nms_thresh=1.0, output_mode="coco_rle")
     coco = gen.generate(image)[0]["segmentation"]
     assert isinstance(coco["counts"], str)
     np.testing.assert_array_equal(decode_rle(coco), rec["segmentation"])
