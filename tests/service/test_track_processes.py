@@ -95,7 +95,8 @@ def clip():
     return synthetic_clip(20, H, W, seed=7)
 
 
-def uninterrupted(model, clip, second_object_at: int | None = 5):
+def uninterrupted(model, clip, second_object_at: int | None = 5, correct_at: int | None = None):
+    """The reference run, on VideoTracker directly; a correction click on `correct_at` after it is tracked."""
     tracker = VideoTracker(model)
     state = tracker.new_state(H, W)
     tracker.add_prompt(state, 1, points=[[40, 48]], labels=[1])
@@ -104,6 +105,8 @@ def uninterrupted(model, clip, second_object_at: int | None = 5):
         if i == second_object_at:
             tracker.add_prompt(state, 2, box=[90, 10, 130, 50])
         out.append(tracker.track(state, frame))
+        if i == correct_at:
+            tracker.add_prompt(state, 1, points=[[60, 40]], labels=[0], frame="current")
     return out
 
 
@@ -117,13 +120,15 @@ def assert_same(msg, expected):
 
 def test_failover_to_another_replica_after_sigkill(servers, weights, clip):
     a, b = servers
-    expected = uninterrupted(weights[1], clip)
+    expected = uninterrupted(weights[1], clip, correct_at=3)
     session = TrackSession.open(a.url)
     session.add_prompt(1, points=[[40, 48]], labels=[1])
     for i in range(10):
         if i == 5:
             assert session.add_prompt(2, box=[90, 10, 130, 50])["frame_idx"] == 5
         assert_same(session.send_frame(clip[i]), expected[i])
+        if i == 3:  # a correction on the current frame, carried in the session's memory from here on
+            assert session.add_prompt(1, points=[[60, 40]], labels=[0], frame="current")["refined"]
     sid, token = session.session_id, session.resume_token
     a.kill()  # the replica dies mid-session, without any chance to flush
     resumed = TrackSession.resume(b.url, sid, token)
