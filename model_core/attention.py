@@ -37,6 +37,8 @@ class Attention(nn.Module):
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         p = self.dropout_p if self.training else 0.0
+        if q.shape[0] == 1 and k.shape[0] > 1:  # one shared set of queries (image tokens) for B prompt sets
+            q = q.expand(k.shape[0], -1, -1, -1)
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
         return self.out_proj(out.transpose(1, 2).flatten(2))
 

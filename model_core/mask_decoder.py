@@ -98,9 +98,12 @@ class MaskDecoder(nn.Module):
         out_tokens = torch.cat([self.obj_score_token.weight, self.iou_token.weight, self.mask_tokens.weight], dim=0)
         b = sparse.shape[0]
         tokens = torch.cat([out_tokens[None].expand(b, -1, -1).to(sparse.dtype), sparse], dim=1)
-        src = image_embeddings.repeat_interleave(b, dim=0) if repeat_image else image_embeddings
-        src = src + dense
-        pos = image_pe.expand(b, -1, -1, -1)
+        if repeat_image and b > 1 and dense.stride(0) == 0:
+            # the same image and dense prompt (no mask input) for every prompt set: keep batch 1, shared
+            src, pos = image_embeddings + dense[:1], image_pe
+        else:
+            src = image_embeddings.repeat_interleave(b, dim=0) if repeat_image else image_embeddings
+            src, pos = src + dense, image_pe.expand(b, -1, -1, -1)
         _, c, h, w = src.shape
         hs, src = self.transformer(src, pos, tokens)
         obj_token, iou_token = hs[:, 0], hs[:, 1]

@@ -36,12 +36,13 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
 
-        q, k = queries + query_pe, keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
+        k_pe = keys + key_pe  # keys are not updated until the last step: one sum serves both cross-attentions
+        q = queries + query_pe
+        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k_pe, keys))
         queries = self.norm3(queries + self.mlp(queries))
 
-        q, k = queries + query_pe, keys + key_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
+        q = queries + query_pe
+        keys = self.norm4(keys + self.cross_attn_image_to_token(k_pe, q, queries))
         return queries, keys
 
 
@@ -62,7 +63,11 @@ class TwoWayTransformer(nn.Module):
     def forward(
         self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """image, image_pe: (B, C, H, W); tokens: (B, N, C) -> tokens (B, N, C), image tokens (B, HW, C)."""
+        """image, image_pe: (B or 1, C, H, W); tokens: (B, N, C) -> tokens (B, N, C), image tokens (B, HW, C).
+
+        An image of batch 1 is shared by all B prompt sets: the first layer projects it once (attention
+        broadcasts over the batch) and its image tokens become per-prompt only where the layer updates them.
+        """
         keys = image.flatten(2).transpose(1, 2)
         key_pe = image_pe.flatten(2).transpose(1, 2)
         queries = tokens
