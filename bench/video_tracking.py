@@ -10,7 +10,6 @@ Ours is the streaming VideoTracker (objects batched); the reference loops over o
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import time

@@ -227,12 +227,11 @@ class AutomaticMaskGenerator:
         return cands
 
     def _decode(self, coords: torch.Tensor, labels: torch.Tensor, mask_input, multimask: bool):
-        feats = self.predictor.compute_features(self.predictor.get_features())
+        feats = self.predictor.decode_features()
         with autocast(self.predictor.device, self.predictor.dtype):
             out = self.model.decode(feats, coords, labels, mask_input, multimask)
         low = out.masks.float()
-        if self.p.min_mask_region_area > 0:
-            low = self.predictor._clean_regions(low)
+        low = self.predictor.clean_regions(low)
         return low.clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP), out.iou_pred.float()
 
     def _process_batch(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 
+from .mask_ops import fill_small_regions
 from .precision import autocast
 from .sam2_model import ImageFeatures, SAM2Model
 from .transforms import as_rgb_uint8, preprocess, to_model_coords, upscale_masks
@@ -56,6 +56,7 @@ class ImagePredictor:
 
     def reset_predictor(self) -> None:
         self._features: ImageFeatures | None = None
+        self._decode_feats: ImageFeatures | None = None  # _features in the decoder's dtype, made once
         self._orig_hw: list[tuple[int, int]] = []
         self._is_batch = False
 
@@ -94,6 +95,7 @@ class ImagePredictor:
         if features.batch_size != len(orig_hw):
             raise ValueError(f"{features.batch_size} feature maps but {len(orig_hw)} image sizes")
         self._features = features.to(self.device)
+        self._decode_feats = None
         self._orig_hw = [tuple(int(v) for v in hw) for hw in orig_hw]
         self._is_batch = len(orig_hw) > 1
 
@@ -168,7 +170,7 @@ class ImagePredictor:
         normalize_coords: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Tensor version of `predict` for image `img_idx`; always batched: (B, C, H, W), (B, C), (B, C, 4s, 4s)."""
-        feats = self._require_features()[img_idx]
+        feats = self.decode_features()[img_idx]
         orig_hw = self._orig_hw[img_idx]
         coords, labels = self.prompt_points(point_coords, point_labels, box, orig_hw, normalize_coords)
         masks_in = _as_tensor(mask_input, torch.float32, self.device)
@@ -232,30 +234,24 @@ class ImagePredictor:
         with autocast(self.device, self.dtype):
             out = self.model.decode(feats, coords, labels, mask_input, multimask_output)
         low_res = out.masks.float()
-        if self.max_hole_area > 0 or self.max_sprinkle_area > 0:
-            low_res = self._clean_regions(low_res)
+        low_res = self.clean_regions(low_res)
         masks = upscale_masks(low_res, orig_hw)
         if not return_logits:
             masks = masks > self.mask_threshold
         return masks, out.iou_pred.float(), low_res.clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP)
+
+    def decode_features(self) -> ImageFeatures:
+        """The current image's features in the decoder's dtype, cast once per image rather than per prompt."""
+        if self._decode_feats is None:
+            self._decode_feats = self.compute_features(self._require_features())
+        return self._decode_feats
 
     def compute_features(self, feats: ImageFeatures) -> ImageFeatures:
         """Features in the dtype the decoder computes in: with bf16/fp16 autocast, the fine feature maps would
         otherwise keep the decoder's largest activations (B x 32 x 4s x 4s) in fp32 and cast them per op."""
         return feats if self.dtype == torch.float32 else feats.to(self.dtype)
 
-    def _clean_regions(self, logits: torch.Tensor) -> torch.Tensor:
+    def clean_regions(self, logits: torch.Tensor) -> torch.Tensor:
         """Fill background holes <= max_hole_area and drop foreground specks <= max_sprinkle_area (low-res)."""
         thr = self.mask_threshold
-        arr = logits.cpu().numpy().copy()
-        for m in arr.reshape(-1, *arr.shape[-2:]):
-            for area, region, value in ((self.max_hole_area, m <= thr, thr + 10.0),
-                                        (self.max_sprinkle_area, m > thr, thr - 10.0)):
-                if area <= 0:
-                    continue
-                n, lab, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)
-                small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] <= area)
-                small = small[small > 0]
-                if small.size:
-                    m[np.isin(lab, small)] = value
-        return torch.from_numpy(arr).to(logits.device)
+        return fill_small_regions(logits, thr, self.max_hole_area, thr + 10.0, self.max_sprinkle_area, thr - 10.0)

@@ -57,6 +57,27 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     return kept[np.argsort(-scores[kept], kind="stable")]
 
 
+def fill_small_regions(
+    logits: torch.Tensor, threshold: float, hole_area: float = 0, hole_value: float = 0.0,
+    sprinkle_area: float = 0, sprinkle_value: float = 0.0,
+) -> torch.Tensor:
+    """Low-res logits (..., h, w) with background holes of <= hole_area pixels set to hole_value and foreground
+    specks of <= sprinkle_area pixels set to sprinkle_value (8-connected); a no-op when both areas are 0."""
+    if hole_area <= 0 and sprinkle_area <= 0:
+        return logits
+    arr = logits.detach().float().cpu().numpy().copy()
+    for m in arr.reshape(-1, *arr.shape[-2:]):
+        for area, region, value in ((hole_area, m <= threshold, hole_value), (sprinkle_area, m > threshold, sprinkle_value)):
+            if area <= 0:
+                continue
+            _, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)
+            small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] <= area)
+            small = small[small > 0]
+            if small.size:
+                m[np.isin(labels, small)] = value
+    return torch.from_numpy(arr).to(logits.device)
+
+
 def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> tuple[np.ndarray, bool]:
     """Fill holes (mode="holes") or drop islands (mode="islands") smaller than area_thresh; says if it changed."""
     if mode not in ("holes", "islands"):

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .mask_ops import fill_small_regions
 from .memory_bank import MemoryEntry, ObjectTrack, assemble_memory, select_memories
 from .precision import autocast
 from .sam2_model import SAM2Model
@@ -25,12 +26,13 @@ from .tracking_step import (
     encode_memory,
     frame_features,
     mask_as_output,
+    memory_pos_enc,
     sam_heads,
     without_memory,
 )
 from .transforms import preprocess
 from .video_io import FrameSource, open_video
-from .video_tracker import LOW_RES_CLAMP, VideoTracker
+from .video_tracker import HOLE_LOGIT, LOW_RES_CLAMP
 
 
 @dataclass
@@ -66,7 +68,7 @@ class VideoPredictor:
         self.model = model
         self.dtype = dtype
         self.progress = progress
-        self._steps = VideoTracker(model, dtype, fill_hole_area)  # shared helpers (hole filling, pos enc)
+        self.fill_hole_area = fill_hole_area
 
     @property
     def device(self) -> torch.device:
@@ -148,7 +150,7 @@ class VideoPredictor:
             pix = self._pix_feat(state, obj.track, feats, frame_idx, is_init, reverse)
             multimask = coords.shape[1] <= 1
             out = sam_heads(self.model, pix, feats.high_res, coords, labs, prev_logits, multimask)
-        low = self._steps._fill_holes(out.low_res)
+        low = self._fill_holes(out.low_res)
         obj.temp[key][frame_idx] = MemoryEntry(None, out.obj_ptr[0], out.score[0], low[0])
         return frame_idx, state.obj_ids, self._frame_masks(state, frame_idx, key)
 
@@ -176,7 +178,7 @@ class VideoPredictor:
         key = "cond" if is_init else "non_cond"
         with autocast(self.device, self.dtype):
             out = mask_as_output(self.model, self._features(state, frame_idx), m)
-        low = self._steps._fill_holes(out.low_res)
+        low = self._fill_holes(out.low_res)
         obj.temp[key][frame_idx] = MemoryEntry(None, out.obj_ptr[0], out.score[0], low[0])
         return frame_idx, state.obj_ids, self._frame_masks(state, frame_idx, key)
 
@@ -246,11 +248,11 @@ class VideoPredictor:
                     objs, sels = zip(*members)
                     ff = feats.expand(len(objs))
                     memory, memory_pos, n_ptr = assemble_memory(self.model, list(sels),
-                                                                self._steps._memory_pos(self.device))
+                                                                memory_pos_enc(self.model, self.device))
                     pix = condition_on_memory(self.model, ff, memory, memory_pos, n_ptr)
                     heads = sam_heads(self.model, pix, ff.high_res, None, None, None, multimask=True)
                     mem = encode_memory(self.model, ff, heads.high_res, heads.score, binarize=False)
-                    low = self._steps._fill_holes(heads.low_res)
+                    low = self._fill_holes(heads.low_res)
                     for i, obj in enumerate(objs):
                         obj.track.non_cond[frame_idx] = MemoryEntry(mem[i], heads.obj_ptr[i], heads.score[i], low[i])
                         lows[obj.track.obj_id] = low[i : i + 1]
@@ -311,7 +313,7 @@ class VideoPredictor:
         if is_init:
             return without_memory(self.model, feats)
         sel = select_memories(track, frame_idx, reverse, state.num_frames, self.model.cfg)
-        memory, memory_pos, n_ptr = assemble_memory(self.model, [sel], self._steps._memory_pos(self.device))
+        memory, memory_pos, n_ptr = assemble_memory(self.model, [sel], memory_pos_enc(self.model, self.device))
         return condition_on_memory(self.model, feats, memory, memory_pos, n_ptr)
 
     def _frame_masks(self, state: VideoState, frame_idx: int, key: str) -> torch.Tensor:
@@ -323,6 +325,9 @@ class VideoPredictor:
             if entry is not None and entry.low_res is not None:
                 out[i : i + 1] = self._to_video(state, entry.low_res[None].to(self.device))
         return out
+
+    def _fill_holes(self, low_res: torch.Tensor) -> torch.Tensor:
+        return fill_small_regions(low_res, 0.0, self.fill_hole_area, HOLE_LOGIT)
 
     def _to_video(self, state: VideoState, low_res: torch.Tensor) -> torch.Tensor:
         return F.interpolate(low_res.float(), size=(state.video_height, state.video_width), mode="bilinear",

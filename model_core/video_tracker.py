@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .mask_ops import fill_small_regions
 from .memory_bank import MemoryEntry, MemorySelection, ObjectTrack, assemble_memory, select_memories
 from .precision import autocast
 from .sam2_model import SAM2Model
@@ -32,6 +32,7 @@ from .tracking_step import (
 from .transforms import as_rgb_uint8, preprocess, to_model_coords
 
 LOW_RES_CLAMP = 32.0
+HOLE_LOGIT = 0.1  # what a filled hole becomes: weakly foreground
 
 
 @dataclass
@@ -105,7 +106,6 @@ class VideoTracker:
         self.model = model
         self.dtype = dtype
         self.fill_hole_area = fill_hole_area
-        self._pos_enc: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -120,8 +120,9 @@ class VideoTracker:
     def new_state(
         self, height: int, width: int, num_frames: int | None = None, mode: str = "video", max_obj_num: int | None = None
     ) -> TrackerState:
-        if height < 1 or width < 1:
-            raise ValueError("height and width must be positive")
+        """A session for frames of height x width (0 x 0: the caller sets the size from its first frame)."""
+        if height < 0 or width < 0 or (height == 0) != (width == 0):
+            raise ValueError("height and width must be positive (or both 0 until the first frame)")
         if mode not in ("video", "images"):
             raise ValueError("mode must be 'video' or 'images'")
         return TrackerState(height, width, num_frames, mode, max_obj_num)
@@ -246,7 +247,7 @@ class VideoTracker:
             tracks, sels = zip(*members)
             b = len(tracks)
             ff = feats.expand(b)
-            memory, memory_pos, n_ptr = assemble_memory(self.model, list(sels), self._memory_pos(x.device))
+            memory, memory_pos, n_ptr = assemble_memory(self.model, list(sels), memory_pos_enc(self.model, x.device))
             pix = condition_on_memory(self.model, ff, memory, memory_pos, n_ptr)
             heads = sam_heads(self.model, pix, ff.high_res, None, None, None, multimask=True)
             remember = state.mode == "video"
@@ -254,7 +255,7 @@ class VideoTracker:
             for i, track in enumerate(tracks):
                 out = HeadOutput(heads.low_res[i : i + 1], heads.high_res[i : i + 1], heads.obj_ptr[i : i + 1],
                                  heads.score[i : i + 1], heads.iou[i : i + 1])
-                out.low_res = self._fill_holes(out.low_res)
+                out.low_res = self.fill_holes(out.low_res)
                 outputs[track.obj_id] = out
                 if remember:
                     track.non_cond[f] = MemoryEntry(mem[i], heads.obj_ptr[i], heads.score[i], out.low_res[0])
@@ -286,7 +287,7 @@ class VideoTracker:
         """A prompt on a frame the object has not been tracked on: a conditioning frame, without memory."""
         track = state.objects.setdefault(obj_id, ObjectTrack(obj_id))
         out = self._heads_for_prompt(feats, prompt, without_memory(self.model, feats), None)
-        out.low_res = self._fill_holes(out.low_res)
+        out.low_res = self.fill_holes(out.low_res)
         if prompt.coords is not None:
             state.frame_points[obj_id] = (f, prompt.coords, prompt.labels)
         else:
@@ -317,10 +318,10 @@ class VideoTracker:
             pix = without_memory(self.model, feats)
         else:  # correcting a tracked frame: conditioned on the memory before it
             sel = select_memories(track, f, False, state.num_frames, self.cfg)
-            memory, memory_pos, n_ptr = assemble_memory(self.model, [sel], self._memory_pos(feats.vision.device))
+            memory, memory_pos, n_ptr = assemble_memory(self.model, [sel], memory_pos_enc(self.model, feats.vision.device))
             pix = condition_on_memory(self.model, feats, memory, memory_pos, n_ptr)
         out = self._heads_for_prompt(feats, prompt, pix, prev_logits)
-        out.low_res = self._fill_holes(out.low_res)
+        out.low_res = self.fill_holes(out.low_res)
         if prompt.coords is not None:
             state.frame_points[obj_id] = (f, prompt.coords, prompt.labels)
         if prompt.update_memory:
@@ -351,23 +352,9 @@ class VideoTracker:
 
     # ---- helpers --------------------------------------------------------------------------
 
-    def _memory_pos(self, device: torch.device) -> torch.Tensor:
-        if self._pos_enc is None or self._pos_enc.device != device:
-            self._pos_enc = memory_pos_enc(self.model, device)
-        return self._pos_enc
-
-    def _fill_holes(self, low_res: torch.Tensor) -> torch.Tensor:
+    def fill_holes(self, low_res: torch.Tensor) -> torch.Tensor:
         """Background holes up to fill_hole_area low-res pixels become weakly foreground (Meta's fill_hole_area)."""
-        if self.fill_hole_area <= 0:
-            return low_res
-        arr = low_res.detach().float().cpu().numpy().copy()
-        for m in arr.reshape(-1, *arr.shape[-2:]):
-            n, lab, stats, _ = cv2.connectedComponentsWithStats((m <= 0).astype(np.uint8), connectivity=8)
-            small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] <= self.fill_hole_area)
-            small = small[small > 0]
-            if small.size:
-                m[np.isin(lab, small)] = 0.1
-        return torch.from_numpy(arr).to(low_res.device)
+        return fill_small_regions(low_res, 0.0, self.fill_hole_area, HOLE_LOGIT)
 
     def _result(self, state: TrackerState, obj_id: int, out: HeadOutput) -> ObjectResult:
         logits = out.low_res.float()

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from model_core.mask_ops import encode_rle, masks_to_boxes
 from model_core.state_codec import delta_parts, state_from_parts, state_parts
@@ -66,8 +67,6 @@ def result_message(result: TrackResult, **extra) -> dict:
     objects = []
     if result.objects:
         masks = np.stack([o.mask for o in result.objects])
-        import torch
-
         boxes = masks_to_boxes(torch.from_numpy(masks)).numpy()
         for o, rle, box in zip(result.objects, encode_rle(masks), boxes):
             objects.append({
@@ -132,7 +131,9 @@ class TrackSessions:
         for name, v in (("width", width), ("height", height)):
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise TrackError("bad_message", f"{name} must be a positive integer")
-        if width is not None and height is not None and width * height > s.max_image_pixels:
+        if (width is None) != (height is None):
+            raise TrackError("bad_message", "give both width and height, or neither (taken from the first frame)")
+        if width is not None and width * height > s.max_image_pixels:
             raise TrackError("limit", f"frames of {width}x{height} are over {s.max_image_pixels} pixels")
         try:
             owned = await self.store.count_owned(owner)
@@ -141,9 +142,8 @@ class TrackSessions:
         if owned >= s.track_sessions_per_key:
             raise TrackError("limit", f"this API key already has {owned} sessions (limit {s.track_sessions_per_key})")
         sid, token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)  # 128 bits each
-        state = self.tracker.new_state(height or 1, width or 1, mode=mode, max_obj_num=s.track_max_objects)
-        state.height = height or 0  # 0: taken from the first frame
-        state.width = width or 0
+        # a size of 0 is taken from the first frame
+        state = self.tracker.new_state(height or 0, width or 0, mode=mode, max_obj_num=s.track_max_objects)
         record = SessionRecord(sid, owner, token_hash(token), cfg.name, cfg.image_size, time.time())
         session = Session(record, state, token)
         header, entries = state_parts(state, extra={"model": cfg.name})

@@ -10,15 +10,16 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+
+from tests.redis_server import free_port  # noqa: F401  (re-exported for the deploy tests)
+from tests.serve_process import ServeProcess
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = Path(os.environ.get("SAM2_TOOLS_DIR") or REPO / ".tools")
@@ -65,12 +66,6 @@ def run(cmd: list, *, input: str | None = None, check: bool = True, timeout: flo
     return proc
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
     deadline = time.monotonic() + timeout
     while True:
@@ -115,17 +110,11 @@ def png_bytes(width: int = 96, height: int = 64) -> bytes:
 @pytest.fixture(scope="session")
 def service(tmp_path_factory):
     """`sam2-service serve` (tiny model, random weights, 128 px) on a free loopback port, with some traffic."""
-    port = free_port()
     log = tmp_path_factory.mktemp("service") / "serve.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAM2_")}
-    env.update(SAM2_IMAGE_SIZE=str(SERVICE_IMAGE_SIZE), SAM2_DTYPE="fp32", SAM2_MAX_WAIT_MS="1")
-    cmd = [sys.executable, "-m", "service.cli", "serve", "--model", "sam2.1_t", "--weights", "random",
-           "--device", "cpu", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    base = f"http://127.0.0.1:{port}"
+    proc = ServeProcess(log, ["--model", "sam2.1_t", "--weights", "random", "--device", "cpu"],
+                        env={"SAM2_IMAGE_SIZE": str(SERVICE_IMAGE_SIZE), "SAM2_DTYPE": "fp32", "SAM2_MAX_WAIT_MS": "1"})
+    base = proc.url
     try:
-        wait_for(lambda: httpx.get(f"{base}/readyz", timeout=1).status_code == 200, 120, "service ready", proc, log)
         with httpx.Client(base_url=base, timeout=60) as c:
             for _ in range(2):
                 r = c.post("/v1/segment", files={"image": ("a.png", png_bytes(), "image/png")},
@@ -134,7 +123,7 @@ def service(tmp_path_factory):
             assert c.post("/v1/segment", json={"image_id": "nope", "objects": []}).status_code >= 400
         yield base
     finally:
-        stop(proc)
+        proc.stop()
 
 
 def exported_samples(metrics_text: str) -> set[str]:

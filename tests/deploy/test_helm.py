@@ -9,7 +9,7 @@ import re
 import pytest
 import yaml
 
-from .conftest import CHART, DASHBOARD, PROMETHEUS_DIR, REPO, TOOLS, load_yaml_docs, run, tool
+from .conftest import CHART, DASHBOARD, PROMETHEUS_DIR, REPO, load_yaml_docs, run, tool
 
 PRODUCTION = REPO / "deploy" / "helm" / "examples" / "production.yaml"
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest kubernetes-validate knows.

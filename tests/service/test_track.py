@@ -5,7 +5,6 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 from model_core.mask_ops import decode_rle
