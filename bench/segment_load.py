@@ -66,7 +66,7 @@ class Server:
         env = {**os.environ, "SAM2_MAX_BATCH": str(args.max_batch), "SAM2_MAX_WAIT_MS": str(args.max_wait_ms),
                "SAM2_QUEUE_SIZE": "1024", "SAM2_REQUEST_TIMEOUT": "600"}
         cmd = [sys.executable, "-m", "service.cli", "serve", "--model", args.model, "--weights", str(weights),
-               "--dtype", args.dtype, "--device", "cpu", "--host", "127.0.0.1", "--port", str(self.port),
+               "--dtype", args.dtype, "--device", getattr(args, "device", "cpu"), "--host", "127.0.0.1", "--port", str(self.port),
                "--log-level", "warning"]
         if args.image_size:
             cmd += ["--image-size", str(args.image_size)]

@@ -30,14 +30,16 @@ from tests.model_core.video_fixtures import synthetic_clip  # noqa: E402
 from tests.redis_server import RedisServer, free_port  # noqa: E402
 
 
-def serve(image_size: int, redis_url: str | None, log: Path) -> tuple[subprocess.Popen, int]:
+def serve(image_size: int, redis_url: str | None, log: Path, device: str = "cpu", dtype: str = "fp32",
+          model: str = "sam2.1_t") -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAM2_")}
     env.update(SAM2_TRACK_QUEUE_FRAMES="64", SAM2_TRACK_SESSIONS_PER_KEY="64")
     if redis_url:
         env["SAM2_REDIS_URL"] = redis_url
-    cmd = [sys.executable, "-m", "service.cli", "serve", "--weights", "random", "--image-size", str(image_size),
-           "--dtype", "fp32", "--device", "cpu", "--port", str(port), "--log-level", "warning"]
+    cmd = [sys.executable, "-m", "service.cli", "serve", "--model", model, "--weights", "random",
+           "--image-size", str(image_size), "--dtype", dtype, "--device", device, "--port", str(port),
+           "--log-level", "warning"]
     proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env)
     for _ in range(600):
         try:

@@ -32,8 +32,10 @@ class ImagePredictor:
         max_hole_area: float = 0.0,
         max_sprinkle_area: float = 0.0,
         dtype: torch.dtype = torch.float32,
+        resize: str = "bilinear",
     ) -> None:
         self.model = model
+        self.resize = resize  # the reference image predictor's filter; "area": OpenCV on the host
         self.mask_threshold = mask_threshold
         self.max_hole_area = max_hole_area
         self.max_sprinkle_area = max_sprinkle_area
@@ -64,7 +66,7 @@ class ImagePredictor:
     def encode(self, images: list) -> ImageFeatures:
         """Encode a list of images (any sizes) in one batch; returns float32 features."""
         arrays = [as_rgb_uint8(im) for im in images]
-        x = torch.stack([preprocess(a, self.model.image_size) for a in arrays]).to(self.device)
+        x = torch.stack([preprocess(a, self.model.image_size, self.device, self.resize) for a in arrays])
         with autocast(self.device, self.dtype):
             feats = self.model.image_features(x)
         return feats.to(torch.float32)

@@ -64,8 +64,9 @@ class VideoPredictor:
     """Offline video segmentation with Meta's API on our model."""
 
     def __init__(self, model: SAM2Model, dtype: torch.dtype = torch.float32, fill_hole_area: int = 0,
-                 progress: bool = True) -> None:
+                 progress: bool = True, resize: str = "bicubic") -> None:
         self.model = model
+        self.resize = resize  # the reference video loader's filter; "area": OpenCV on the host
         self.dtype = dtype
         self.progress = progress
         self.fill_hole_area = fill_hole_area
@@ -90,7 +91,7 @@ class VideoPredictor:
 
     def frame_tensor(self, state: VideoState, frame_idx: int) -> torch.Tensor:
         """The preprocessed (3, S, S) input for a frame."""
-        return preprocess(state.frames[frame_idx], self.image_size)
+        return preprocess(state.frames[frame_idx], self.image_size, self.device, self.resize)
 
     def _features(self, state: VideoState, frame_idx: int) -> FrameFeatures:
         if state.cached is None or state.cached[0] != frame_idx:

@@ -102,8 +102,10 @@ class TrackerState:
 class VideoTracker:
     """Tracks every prompted object through a stream of frames with SAM 2's memory."""
 
-    def __init__(self, model: SAM2Model, dtype: torch.dtype = torch.float32, fill_hole_area: int = 0) -> None:
+    def __init__(self, model: SAM2Model, dtype: torch.dtype = torch.float32, fill_hole_area: int = 0,
+                 resize: str = "bicubic") -> None:
         self.model = model
+        self.resize = resize  # the reference video loader's filter; "area": OpenCV on the host
         self.dtype = dtype
         self.fill_hole_area = fill_hole_area
 
@@ -222,7 +224,7 @@ class VideoTracker:
             image = as_rgb_uint8(frame)
             if image.shape[:2] != (state.height, state.width):
                 raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]}, session is {state.width}x{state.height}")
-            x = preprocess(image, self.cfg.image_size)[None].to(self.device)
+            x = preprocess(image, self.cfg.image_size, self.device, self.resize)[None]
         with torch.inference_mode(), autocast(self.device, self.dtype):
             return self._track(state, x)
 

@@ -164,7 +164,7 @@ class Engine:
 
     def prepare(self, rgb: np.ndarray) -> torch.Tensor:
         """HWC RGB uint8 -> the encoder's (3, S, S) input; runs in a handler's thread, not the worker."""
-        return preprocess(rgb, self._image_size())
+        return preprocess(rgb, self._image_size(), self.device)
 
     async def embed(self, image: ImageInput, cache_key: tuple) -> CachedImage:
         return await self._submit(Job("embed", image, cache_key))
@@ -250,6 +250,8 @@ class Engine:
         s = self.settings
         if self.model is None:
             self.model = build_model(s.model, weights=s.weights, device=self.device, image_size=s.image_size)
+        if self.device.type == "cuda":  # process-wide; the service owns its process
+            torch.backends.cuda.enable_cudnn_sdp(s.cudnn_attention)
         self.predictor = ImagePredictor(self.model, dtype=self.dtype)
         cfg = self.model.cfg
         self.metrics.model_info.labels(cfg.name, str(self.device), self.dtype_name, str(cfg.image_size)).set(1)
