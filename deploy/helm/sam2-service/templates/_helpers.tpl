@@ -67,3 +67,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{ include "sam2.selectorLabels" . }}
 app.kubernetes.io/component: redis
 {{- end }}
+
+{{/* A setting as an environment value. Helm reads numbers from values files as floats, and `toString`
+     writes 4294967296 as "4.294967296e+09", which the service refuses: whole numbers are written as integers. */}}
+{{- define "sam2.envValue" -}}
+{{- if and (kindIs "float64" .) (eq . (floor .)) -}}
+{{- int64 . -}}
+{{- else -}}
+{{- toString . -}}
+{{- end -}}
+{{- end }}
