@@ -146,6 +146,7 @@ def test_crd_validation_can_fail():
     (["--set", "metrics.serviceMonitor.interval=15"], "/metrics/serviceMonitor/interval"),
     (["--set", "resources.limits.memory=lots"], "/resources/limits/memory"),
     (["--set", "replicaCoutn=2"], "replicaCoutn"),              # typo in a key
+    (["--set", "rollout.maxSurge=one"], "/rollout/maxSurge"),
 ])
 def test_values_schema_rejects_bad_values(args, message):
     proc = helm_template(*args, check=False)
@@ -158,6 +159,8 @@ def test_values_schema_rejects_bad_values(args, message):
     (["--set", "autoscaling.enabled=true"], "needs a shared session store"),
     (["--set", "redis.mode=external"], "redis.external.existingSecret"),
     (["--set", "auth.enabled=true"], "auth.existingSecret or auth.keyHashes"),
+    (["--set", "rollout.maxSurge=0"], "cannot both be 0"),
+    (["--set", "rollout.progressDeadlineSeconds=600"], "must exceed the startup probe's budget (900 s)"),
 ])
 def test_inconsistent_values_fail_with_a_reason(args, message):
     proc = helm_template(*args, check=False)
@@ -244,6 +247,23 @@ def test_production_render_gpu_redis_keys_autoscaling_monitoring():
     selected = [s for s in by_kind(docs, "Service")
                 if sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
     assert [s["metadata"]["name"] for s in selected] == [dep["metadata"]["name"]]
+
+
+def test_rollout_strategy_is_a_value_and_the_deadline_covers_the_startup_budget():
+    def deadline_and_strategy(*args):
+        dep = one(render(*args), "Deployment")
+        c = dep["spec"]["template"]["spec"]["containers"][0]
+        startup = c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"]
+        return dep["spec"]["progressDeadlineSeconds"], startup, dep["spec"]["strategy"]["rollingUpdate"]
+
+    deadline, startup, strategy = deadline_and_strategy()
+    assert strategy == {"maxSurge": 1, "maxUnavailable": 0} and deadline == startup + 600
+    # the production example is for fully allocated GPU pools: replace in place, no surge pod
+    deadline, startup, strategy = deadline_and_strategy("-f", PRODUCTION)
+    assert strategy == {"maxSurge": 0, "maxUnavailable": 1}
+    assert startup == 1200 and deadline == 1800
+    deadline, _, _ = deadline_and_strategy("--set", "rollout.progressDeadlineSeconds=2400")
+    assert deadline == 2400
 
 
 def test_image_tag_follows_gpu():

@@ -77,3 +77,17 @@ app.kubernetes.io/component: redis
 {{- toString . -}}
 {{- end -}}
 {{- end }}
+
+{{/* The Deployment's progress deadline: above the startup probe's budget, or a normal first start (download,
+     load, warm-up) would be reported as a failed rollout. */}}
+{{- define "sam2.progressDeadlineSeconds" -}}
+{{- $startup := mul .Values.probes.startup.periodSeconds .Values.probes.startup.failureThreshold }}
+{{- with .Values.rollout.progressDeadlineSeconds }}
+{{- if le (int .) (int $startup) }}
+{{- fail (printf "rollout.progressDeadlineSeconds (%d) must exceed the startup probe's budget (%d s) plus the image pull" (int .) (int $startup)) }}
+{{- end }}
+{{- . }}
+{{- else }}
+{{- add $startup .Values.rollout.imagePullSeconds }}
+{{- end }}
+{{- end }}
