@@ -4,6 +4,7 @@ kubernetes-validate --strict, custom resources with their generated models, valu
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -315,6 +316,37 @@ def test_ingress_variant_hashes_track_and_bundled_redis_is_persistent():
     assert env_value(dep, "SAM2_REDIS_URL") == "redis://:$(REDIS_PASSWORD)@sam2-sam2-service-redis:6379/0"
     assert env_value(dep, "SAM2_API_KEYS")["secretKeyRef"]["name"] == "sam2-sam2-service-auth"
     assert "checksum/auth" in dep["spec"]["template"]["metadata"]["annotations"]
+
+
+NGINX = "nginx.ingress.kubernetes.io/"
+
+
+@pytest.mark.parametrize("settings", [{}, {"request_timeout": 45.5, "max_image_bytes": 33554432}])
+def test_gateway_timeouts_and_body_limits_come_from_the_service_settings(settings, tmp_path):
+    """The gateway lets through what the service serves: its queue wait plus model time, its largest body."""
+    from service.settings import Settings
+
+    values = tmp_path / "v.yaml"
+    values.write_text(yaml.safe_dump({"settings": settings}))
+    expected = Settings(**settings)  # {}: the chart's defaults must agree with the service's
+    docs = render("--set", "ingress.enabled=true", "--set", "httpRoute.enabled=true", "-f", values)
+    timeout = math.ceil(expected.request_timeout) + 90
+    assert one(docs, "HTTPRoute", "sam2-sam2-service")["spec"]["rules"][0]["timeouts"] == {"request": f"{timeout}s"}
+    api = one(docs, "Ingress", "sam2-sam2-service")["metadata"]["annotations"]
+    assert api[NGINX + "proxy-body-size"] == str(expected.max_request_bytes)
+    assert api[NGINX + "proxy-read-timeout"] == api[NGINX + "proxy-send-timeout"] == str(timeout)
+    # the WebSocket route: the track timeout, and no body limit (nginx does not apply it to WebSocket frames)
+    track = one(docs, "Ingress", "sam2-sam2-service-track")["metadata"]["annotations"]
+    assert track[NGINX + "proxy-read-timeout"] == "3600" and NGINX + "proxy-body-size" not in track
+    assert one(docs, "HTTPRoute", "sam2-sam2-service-track")["spec"]["rules"][0]["timeouts"] == {"request": "3600s"}
+
+
+def test_ingress_annotations_override_the_derived_limits():
+    docs = render("--set", "ingress.enabled=true", "--set-string", "ingress.annotations." + NGINX.replace(".", "\\.")
+                  + "proxy-body-size=64m")
+    assert one(docs, "Ingress", "sam2-sam2-service")["metadata"]["annotations"][NGINX + "proxy-body-size"] == "64m"
+    docs = render("--set", "ingress.enabled=true", "--set", "ingress.nginxLimits=false")
+    assert NGINX + "proxy-body-size" not in json.dumps(by_kind(docs, "Ingress"))
 
 
 def test_dashboard_and_alerts_are_the_repository_files():

@@ -91,3 +91,22 @@ app.kubernetes.io/component: redis
 {{- add $startup .Values.rollout.imagePullSeconds }}
 {{- end }}
 {{- end }}
+
+{{/* What the gateway must allow, from the service settings (defaults: service/settings.py; a test keeps
+     them equal). One place for the HTTPRoutes and the Ingresses. */}}
+{{- define "sam2.setting" -}}
+{{- $defaults := dict "request_timeout" 30 "max_image_bytes" 20971520 }}
+{{- $s := .root.Values.settings | default dict }}
+{{- if hasKey $s .name }}{{ index $s .name }}{{ else }}{{ index $defaults .name }}{{ end }}
+{{- end }}
+
+{{- define "sam2.gateway.requestTimeoutSeconds" -}}
+{{- $queue := include "sam2.setting" (dict "root" . "name" "request_timeout") | float64 | ceil | int }}
+{{- add $queue .Values.gateway.computeSeconds }}
+{{- end }}
+
+{{/* Settings.max_request_bytes: a base64 image (4/3 of max_image_bytes) plus 1 MiB for prompts and framing. */}}
+{{- define "sam2.gateway.maxBodyBytes" -}}
+{{- $image := include "sam2.setting" (dict "root" . "name" "max_image_bytes") | float64 | int64 }}
+{{- add (div (mul $image 4) 3) 1048576 }}
+{{- end }}
