@@ -68,7 +68,8 @@ def test_install_steps_match_the_project_install(flavour):
         assert any("assert torch.version.cuda" in i for i in build)
     # the project's install (.ci/setup: pip install -e ".[test]") without the editable flag and the test extra
     assert re.search(r'pip install -e "\.\[test\]"', setup)
-    assert any(re.match(r"RUN pip install \.( |$)", i) for i in build)
+    assert any(re.match(r"RUN pip install -c constraints\.txt \.( |$)", i) for i in build)
+    assert re.search(r'pip install -e "\.\[test\]" -c docker/constraints\.txt', setup)
     assert not any("[test]" in i or "pip install -e" in i for i in build)
     # every file the build of the distribution needs is copied in
     copied = " ".join(i for i in build if i.startswith("COPY"))
@@ -78,11 +79,41 @@ def test_install_steps_match_the_project_install(flavour):
         assert f in copied
     # and survives the .dockerignore beside the Dockerfile
     ignore = (DOCKERFILES[flavour].parent / f"{DOCKERFILES[flavour].name}.dockerignore").read_text()
-    for kept in ("!pyproject.toml", "!README.md", "!model_core/**", "!service/**"):
+    for kept in ("!pyproject.toml", "!README.md", "!docker/constraints.txt", "!model_core/**", "!service/**"):
         assert kept in ignore.splitlines()
     # the console script the image runs is the project's
     assert "sam2-service" in pyproject["project"]["scripts"]
     assert 'ENTRYPOINT ["sam2-service"]' in runtime and 'CMD ["serve"]' in runtime
+
+
+def runtime_requirements() -> dict[str, str]:
+    """Every package `pip install .` brings beyond torch, at the version installed in this (the test) environment."""
+    from importlib.metadata import distribution
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    found: dict[str, str] = {}
+    todo = [Requirement(d) for d in pyproject["project"]["dependencies"]]
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in found or name == "torch" or (req.marker and not req.marker.evaluate({"extra": ""})):
+            continue
+        dist = distribution(req.name)
+        found[name] = dist.version
+        todo += [Requirement(r) for r in dist.requires or []]
+    return found
+
+
+def test_images_install_the_versions_ci_tests():
+    """docker/constraints.txt pins every runtime dependency (transitively) at the version the tests ran with."""
+    text = (REPO / "docker" / "constraints.txt").read_text()
+    pinned = dict(line.split("==") for line in text.splitlines() if line and not line.startswith("#"))
+    expected = runtime_requirements()
+    assert pinned == expected, "docker/constraints.txt should read:\n" + "\n".join(
+        f"{n}=={v}" for n, v in sorted(expected.items()))
 
 
 @pytest.mark.parametrize("flavour", DOCKERFILES)

@@ -287,7 +287,7 @@ def test_track_route_hashes_on_the_session_and_reaches_the_api_pods():
     assert policy["spec"]["loadBalancer"] == {"type": "ConsistentHash", "consistentHash": {
         "type": "QueryParams", "queryParams": [{"name": "session"}]}}
     rest = one(docs, "HTTPRoute", "sam2-sam2-service")
-    assert rest["spec"]["rules"][0]["matches"][0]["path"] == {"type": "PathPrefix", "value": "/"}
+    assert {"type": "PathPrefix", "value": "/v1"} in [m["path"] for m in rest["spec"]["rules"][0]["matches"]]
 
     istio = render(*VARIANTS["istio-header"])
     rule = one(istio, "DestinationRule")
@@ -347,6 +347,49 @@ def test_ingress_annotations_override_the_derived_limits():
     assert one(docs, "Ingress", "sam2-sam2-service")["metadata"]["annotations"][NGINX + "proxy-body-size"] == "64m"
     docs = render("--set", "ingress.enabled=true", "--set", "ingress.nginxLimits=false")
     assert NGINX + "proxy-body-size" not in json.dumps(by_kind(docs, "Ingress"))
+
+
+def published_paths(docs: list[dict]) -> set[str]:
+    paths = {m["path"]["value"] for r in by_kind(docs, "HTTPRoute") for rule in r["spec"]["rules"] for m in rule["matches"]}
+    return paths | {p["path"] for i in by_kind(docs, "Ingress") for rule in i["spec"]["rules"] for p in rule["http"]["paths"]}
+
+
+def test_gateway_publishes_the_api_not_metrics_or_docs():
+    on = ["--set", "ingress.enabled=true", "--set", "httpRoute.enabled=true"]
+    assert published_paths(render(*on)) == {"/v1", "/healthz", "/readyz", "/v1/track"}
+    assert published_paths(render(*on, "--set", "gateway.publishDocs=true")) == {
+        "/v1", "/healthz", "/readyz", "/v1/track", "/docs", "/openapi.json"}
+    # what a real request path would match: nothing routes /metrics to the pods
+    for path in published_paths(render(*on, "--set", "gateway.publishDocs=true")):
+        assert not "/metrics".startswith(path), path
+
+
+def test_network_policies_admit_the_gateway_to_the_api_and_only_the_api_to_redis():
+    docs = render(*VARIANTS["ingress-bundled-redis"])
+    policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(docs, "NetworkPolicy")}
+    api, redis = policies["sam2-sam2-service"], policies["sam2-sam2-service-redis"]
+    dep, sts = one(docs, "Deployment"), one(docs, "StatefulSet")
+    assert api["podSelector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    assert api["policyTypes"] == ["Ingress"] and api["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+    assert redis["podSelector"]["matchLabels"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    [rule] = redis["ingress"]
+    assert rule["ports"] == [{"port": "redis", "protocol": "TCP"}]
+    assert rule["from"][0]["podSelector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    # the production example names the gateway's and Prometheus' namespaces, and keeps `helm test` working
+    prod = one(render("-f", PRODUCTION), "NetworkPolicy")["spec"]["ingress"][0]["from"]
+    namespaces = [p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in prod if "namespaceSelector" in p]
+    assert namespaces == ["gateway-system", "monitoring"]
+    test_pod = [d for d in render("-f", PRODUCTION) if d["kind"] == "Pod"][0]
+    assert any("podSelector" in p and p["podSelector"]["matchLabels"].items() <= test_pod["metadata"]["labels"].items()
+               for p in prod)
+    assert not by_kind(render("--set", "networkPolicy.enabled=false"), "NetworkPolicy")
+
+
+def test_image_digest_pins_the_image():
+    digest = "sha256:" + "0123456789abcdef" * 4
+    c = one(render("--set", f"image.digest={digest}"), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"] == f"sam2-service:0.1.0@{digest}"
+    assert helm_template("--set", "image.digest=latest", check=False).returncode != 0
 
 
 def test_dashboard_and_alerts_are_the_repository_files():

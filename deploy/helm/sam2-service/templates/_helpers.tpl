@@ -41,10 +41,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* The image: the tag defaults to appVersion, with "-cuda" for GPU replicas. */}}
+{{/* The image: the tag defaults to appVersion, with "-cuda" for GPU replicas; a digest pins it. */}}
 {{- define "sam2.image" -}}
 {{- $tag := .Values.image.tag | default (printf "%s%s" .Chart.AppVersion (ternary "-cuda" "" .Values.gpu.enabled)) }}
 {{- printf "%s:%s" .Values.image.repository $tag }}
+{{- with .Values.image.digest }}@{{ . }}{{ end }}
 {{- end }}
 
 {{- define "sam2.trackServiceName" -}}
@@ -109,4 +110,13 @@ app.kubernetes.io/component: redis
 {{- define "sam2.gateway.maxBodyBytes" -}}
 {{- $image := include "sam2.setting" (dict "root" . "name" "max_image_bytes") | float64 | int64 }}
 {{- add (div (mul $image 4) 3) 1048576 }}
+{{- end }}
+
+{{/* The paths the gateway publishes (a JSON list): never /metrics; /docs and /openapi.json on request. */}}
+{{- define "sam2.gateway.publicPaths" -}}
+{{- $paths := list "/v1" "/healthz" "/readyz" }}
+{{- if .Values.gateway.publishDocs }}
+{{- $paths = concat $paths (list "/docs" "/openapi.json") }}
+{{- end }}
+{{- toJson $paths }}
 {{- end }}
