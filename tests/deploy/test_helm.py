@@ -244,6 +244,8 @@ def test_production_render_gpu_redis_keys_autoscaling_monitoring():
     sm = one(docs, "ServiceMonitor")
     assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
     assert {"targetLabel": "job", "replacement": "sam2-service"} in sm["spec"]["endpoints"][0]["relabelings"]
+    # the alerts group by namespace (the operator's target label) and release: releases stay apart
+    assert {"targetLabel": "release", "replacement": "sam2"} in sm["spec"]["endpoints"][0]["relabelings"]
     # the ServiceMonitor selects the api Service only (the track Service has the same pods: no double scrape)
     selected = [s for s in by_kind(docs, "Service")
                 if sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
