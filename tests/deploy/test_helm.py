@@ -298,6 +298,23 @@ def test_track_route_hashes_on_the_session_and_reaches_the_api_pods():
     assert not by_kind(istio, "BackendTrafficPolicy")
 
 
+def test_session_hash_key_is_what_clients_send_and_what_the_protocol_documents():
+    """Clients without `?session=` all hash onto one replica: the chart's key, the client and the docs must agree."""
+    import inspect
+
+    from service.client import TrackSession
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    key = values["httpRoute"]["sessionAffinity"]["name"]
+    assert values["ingress"]["trackAnnotations"][NGINX + "upstream-hash-by"] == f"$arg_{key}"
+    assert f"session={{session}}" in inspect.getsource(TrackSession._connect) and key == "session"
+    protocol = (REPO / "docs" / "protocol.md").read_text()
+    assert f"/v1/track?{key}=" in protocol
+    # the track timeout that cuts every socket is documented with its value
+    timeout = values["gateway"]["trackTimeoutSeconds"]
+    assert f"{timeout} s" in protocol and "gateway.trackTimeoutSeconds" in protocol
+
+
 def test_ingress_variant_hashes_track_and_bundled_redis_is_persistent():
     docs = render(*VARIANTS["ingress-bundled-redis"])
     ingresses = {i["metadata"]["name"]: i for i in by_kind(docs, "Ingress")}
