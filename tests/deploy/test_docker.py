@@ -31,8 +31,12 @@ def stages(text: str) -> dict[str, list[str]]:
     return out
 
 
-def arg(text: str, name: str) -> str:
-    return re.search(rf"^ARG {name}=(\S*)", text, re.M).group(1).strip('"')
+def arg(text: str, name: str, **build_args: str) -> str:
+    """An ARG's value as the build sees it: --build-arg overrides, then ${OTHER} of earlier ARGs substituted."""
+    if name in build_args:
+        return build_args[name]
+    value = re.search(rf"^ARG {name}=(\S*)", text, re.M).group(1).strip('"')
+    return re.sub(r"\$\{(\w+)\}", lambda m: arg(text, m[1], **build_args), value)
 
 
 @pytest.mark.parametrize("flavour", DOCKERFILES)
@@ -135,6 +139,37 @@ def test_runtime_stage_is_lean_non_root_with_healthcheck_and_weights_volume(flav
     # weights only when asked for: the build arg defaults to empty and guards the download
     assert arg(text, "BAKE_MODEL") == ""
     assert any('if [ -n "${BAKE_MODEL}" ]' in i and "resolve_checkpoint" in i for i in stages(text)["build"])
+
+
+# The oldest driver branch each CUDA major needs (NVIDIA's minor-version compatibility table).
+CUDA_DRIVER_MINIMUM = {12: 525, 13: 580}
+
+
+@pytest.mark.parametrize("build_args", [{}, {"CUDA_VERSION": "12.8.1", "TORCH_CUDA": "cu128"}])
+def test_cuda_image_and_torch_build_follow_one_pair_of_build_args(build_args):
+    """The default CUDA 13 image, and the CUDA 12 variant for older drivers and GPUs that the Dockerfile documents."""
+    text = DOCKERFILES["cuda"].read_text()
+    if build_args:
+        documented = " ".join(f"--build-arg {k}={v}" for k, v in build_args.items())
+        assert documented in text
+    version = arg(text, "CUDA_VERSION", **build_args)
+    assert arg(text, "CUDA_IMAGE", **build_args) == f"nvidia/cuda:{version}-base-ubuntu24.04"
+    major, minor = version.split(".")[:2]
+    assert arg(text, "TORCH_INDEX_URL", **build_args) == f"https://download.pytorch.org/whl/cu{major}{minor}"
+
+
+def test_production_example_schedules_only_on_nodes_whose_driver_runs_the_cuda_image():
+    """GPU Feature Discovery labels: a driver branch new enough for the image's CUDA, and a GPU it supports."""
+    import yaml
+
+    major = int(arg(DOCKERFILES["cuda"].read_text(), "CUDA_VERSION").split(".")[0])
+    example = yaml.safe_load((REPO / "deploy" / "helm" / "examples" / "production.yaml").read_text())
+    terms = example["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    for term in terms:  # every alternative requires the driver
+        driver = [e for e in term["matchExpressions"] if e["key"] == "nvidia.com/cuda.driver-version.major"]
+        assert driver == [{"key": "nvidia.com/cuda.driver-version.major", "operator": "Gt",
+                           "values": [str(CUDA_DRIVER_MINIMUM[major] - 1)]}]
+        assert any(e["key"].startswith("nvidia.com/gpu.compute.") for e in term["matchExpressions"])
 
 
 def test_base_image_python_satisfies_requires_python():
