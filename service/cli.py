@@ -102,6 +102,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fetch_weights(args: argparse.Namespace) -> int:
+    """Put the checkpoint of SAM2_MODEL into SAM2_WEIGHTS_DIR (from SAM2_WEIGHTS_URL or Meta's URL), checked
+    against SAM2_WEIGHTS_SHA256 when set; a file already there is checked too. The chart's seeding init container."""
+    import hashlib
+
+    from pydantic import ValidationError
+
+    from model_core.weights import CheckpointError, resolve_checkpoint
+
+    from .settings import Settings
+
+    try:
+        settings = Settings(**({"model": args.model} if args.model else {}))
+    except ValidationError as exc:
+        print(f"error: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        path = resolve_checkpoint(settings.model, sha256=settings.weights_sha256, progress=False)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if settings.weights_sha256:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        if digest.hexdigest() != settings.weights_sha256:
+            print(f"error: {path} has sha256 {digest.hexdigest()}, not SAM2_WEIGHTS_SHA256 {settings.weights_sha256}; "
+                  "delete it to download again", file=sys.stderr)
+            return 1
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sam2-service", description="SAM 2 / SAM 2.1 inference service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, help="port (default 8000)")
     srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     srv.set_defaults(func=cmd_serve)
+
+    fetch = sub.add_parser("fetch-weights", help="download and check the model's checkpoint into SAM2_WEIGHTS_DIR, "
+                                                 "then exit (settings from SAM2_* variables)")
+    fetch.add_argument("--model", help="default: SAM2_MODEL")
+    fetch.set_defaults(func=cmd_fetch_weights)
     return parser
 
 

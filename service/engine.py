@@ -249,7 +249,8 @@ class Engine:
     def _load(self) -> None:
         s = self.settings
         if self.model is None:
-            self.model = build_model(s.model, weights=s.weights, device=self.device, image_size=s.image_size)
+            self.model = build_model(s.model, weights=s.weights, device=self.device, image_size=s.image_size,
+                                     sha256=s.weights_sha256)
         self.predictor = ImagePredictor(self.model, dtype=self.dtype)
         cfg = self.model.cfg
         self.metrics.model_info.labels(cfg.name, str(self.device), self.dtype_name, str(cfg.image_size)).set(1)
