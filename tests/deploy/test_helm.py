@@ -25,7 +25,8 @@ VARIANTS = {
                      "--set", "httpRoute.sessionAffinity.source=header", "--set", "httpRoute.sessionAffinity.name=X-Session"],
     "ingress-bundled-redis": ["--set", "ingress.enabled=true", "--set", "redis.mode=bundled", "--set", "replicaCount=2",
                               "--set", "auth.enabled=true", "--set", "auth.keyHashes={" + "ab" * 32 + "}",
-                              "--set", "autoscaling.enabled=true", "--set", "weights.persistence.enabled=true"],
+                              "--set", "autoscaling.enabled=true", "--set", "weights.persistence.enabled=true",
+                              "--set", "weights.persistence.storageClassName=nfs"],
 }
 
 
@@ -161,6 +162,9 @@ def test_values_schema_rejects_bad_values(args, message):
     (["--set", "redis.mode=external"], "redis.external.existingSecret"),
     (["--set", "auth.enabled=true"], "auth.existingSecret or auth.keyHashes"),
     (["--set", "rollout.maxSurge=0"], "cannot both be 0"),
+    (["--set", "weights.persistence.enabled=true"], "weights.persistence needs storageClassName"),
+    (["--set", "weights.url=https://mirror.example/x.pt"], "need weights.sha256"),
+    (["--set", "weights.seed.enabled=true"], "need weights.sha256"),
     (["--set", "rollout.progressDeadlineSeconds=600"], "must exceed the startup probe's budget (900 s)"),
 ])
 def test_inconsistent_values_fail_with_a_reason(args, message):
@@ -267,6 +271,34 @@ def test_rollout_strategy_is_a_value_and_the_deadline_covers_the_startup_budget(
     assert startup == 1200 and deadline == 1800
     deadline, _, _ = deadline_and_strategy("--set", "rollout.progressDeadlineSeconds=2400")
     assert deadline == 2400
+
+
+def test_seeding_init_container_fetches_pinned_weights_into_the_shared_volume():
+    sha = "AB" * 32
+    docs = render("-f", PRODUCTION, "--set", "weights.seed.enabled=true", "--set", f"weights.sha256={sha}",
+                  "--set", "weights.url=https://models.internal.example/sam2.1_hiera_large.pt")
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    [init] = pod["initContainers"]
+    service = pod["containers"][0]
+    assert init["args"] == ["fetch-weights"] and init["image"] == service["image"]
+    init_env = {e["name"]: e["value"] for e in init["env"]}
+    assert init_env == {"SAM2_MODEL": "sam2.1_l", "SAM2_WEIGHTS_DIR": "/weights", "SAM2_WEIGHTS_SHA256": sha.lower(),
+                        "SAM2_WEIGHTS_URL": "https://models.internal.example/sam2.1_hiera_large.pt"}
+    # the service checks the same digest should it download itself; the init container needs no GPU
+    assert env_value(one(docs, "Deployment"), "SAM2_WEIGHTS_SHA256") == sha.lower()
+    assert "nvidia.com/gpu" not in json.dumps(init["resources"])
+    mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
+    assert mounts["weights"] == "/weights" and init["securityContext"]["readOnlyRootFilesystem"]
+    claim = pod["volumes"][[v["name"] for v in pod["volumes"]].index("weights")]["persistentVolumeClaim"]["claimName"]
+    assert one(docs, "PersistentVolumeClaim", claim)["spec"]["storageClassName"] == "shared-rwx"
+    assert "initContainers" not in one(render(), "Deployment")["spec"]["template"]["spec"]
+
+
+def test_an_existing_claim_needs_no_storage_class():
+    docs = render("--set", "weights.persistence.enabled=true", "--set", "weights.persistence.existingClaim=weights")
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "weights", "persistentVolumeClaim": {"claimName": "weights"}} in pod["volumes"]
+    assert not by_kind(docs, "PersistentVolumeClaim")
 
 
 def test_image_tag_follows_gpu():

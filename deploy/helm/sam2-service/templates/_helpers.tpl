@@ -120,3 +120,15 @@ app.kubernetes.io/component: redis
 {{- end }}
 {{- toJson $paths }}
 {{- end }}
+
+{{/* Where checkpoints come from and what they must hash to: the service container and the seeding init container. */}}
+{{- define "sam2.weightsEnv" -}}
+{{- with .Values.weights.url }}
+- name: SAM2_WEIGHTS_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.weights.sha256 }}
+- name: SAM2_WEIGHTS_SHA256
+  value: {{ . | lower | quote }}
+{{- end }}
+{{- end }}
