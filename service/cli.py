@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -97,8 +98,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.weights == "random":
         print("WARNING: --weights random serves an UNTRAINED model; its masks are meaningless "
               "(tests and smoke runs only).", file=sys.stderr)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level,
-                timeout_graceful_shutdown=10)
+    app = create_app(settings)
+    engine = app.state.engine
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
+                                           timeout_graceful_shutdown=10))
+
+    def exit_if_loading_fails() -> None:
+        # A process that cannot load its model should not wait for a probe to notice: exit, and let the
+        # orchestrator restart it (CrashLoopBackOff with the reason in the last log line).
+        if not engine.wait_ready() and engine.error is not None:
+            server.should_exit = True
+
+    threading.Thread(target=exit_if_loading_fails, name="sam2-load-watch", daemon=True).start()
+    server.run()
+    if engine.error is not None:
+        reason = (str(engine.error).strip().splitlines() or [""])[0]
+        print(f"error: the model failed to load: {type(engine.error).__name__}: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     request_timeout: float = Field(30.0, gt=0, description="seconds a job may wait in the queue before a 503")
     retry_after: int = Field(1, ge=0, description="Retry-After seconds sent with a 503")
     warmup: bool = Field(True, description="run one encode + decode before /readyz reports ready")
+    worker_stall_seconds: float = Field(
+        120.0, gt=0, description="/healthz fails once the model worker has not come back for this long (a hung device)"
+    )
     cache_bytes: int = Field(1 << 30, ge=0, description="embedding cache bound in bytes (0 disables caching)")
 
     # limits
