@@ -59,7 +59,9 @@ class Settings(BaseSettings):
 
     # /v1/track sessions
     redis_url: str | None = Field(
-        None, description="session store: redis://[:password@]host:port/db (rediss:// for TLS); unset: in-process"
+        None, description="session store: redis://[:password@]host:port/db (rediss:// for TLS), "
+        "redis+sentinel://[:password@]host:port[,...]/<master>[/db], redis+cluster://[:password@]host:port[,...]; "
+        "unset: in-process"
     )
     track_queue_frames: int = Field(4, ge=1, le=256, description="frames waiting per session at most")
     track_backpressure: Literal["reject", "drop_oldest"] = Field(

@@ -301,6 +301,18 @@ def test_an_existing_claim_needs_no_storage_class():
     assert not by_kind(docs, "PersistentVolumeClaim")
 
 
+def test_extra_volumes_mount_a_private_ca_for_rediss(tmp_path):
+    values = tmp_path / "v.yaml"
+    values.write_text(yaml.safe_dump({
+        "extraVolumes": [{"name": "redis-ca", "secret": {"secretName": "redis-ca"}}],
+        "extraVolumeMounts": [{"name": "redis-ca", "mountPath": "/etc/redis-ca", "readOnly": True}]}))
+    manifests = helm_template("-f", PRODUCTION, "-f", values).stdout
+    kubernetes_validate(manifests, "1.37")
+    pod = one(load_yaml_docs(manifests), "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "redis-ca", "secret": {"secretName": "redis-ca"}} in pod["volumes"]
+    assert {"name": "redis-ca", "mountPath": "/etc/redis-ca", "readOnly": True} in pod["containers"][0]["volumeMounts"]
+
+
 def test_image_tag_follows_gpu():
     dep = one(render("--set", "gpu.enabled=true"), "Deployment")
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "sam2-service:0.1.0-cuda"
