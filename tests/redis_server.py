@@ -103,6 +103,13 @@ class RedisSentinelSet:
         return f"redis+sentinel://:{self.password}@127.0.0.1:{self.port}/{self.MASTER}/0"
 
     def start(self) -> "RedisSentinelSet":
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # no server outlives a failed start
+            raise
+
+    def _start(self) -> "RedisSentinelSet":
         for node in (self.master, self.replica):
             node.workdir.mkdir(parents=True, exist_ok=True)
         self.master.start()
@@ -168,6 +175,13 @@ class RedisClusterSet:
         return f"redis+cluster://:{self.password}@127.0.0.1:{self.ports[0]}"
 
     def start(self) -> "RedisClusterSet":
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # no server outlives a failed start
+            raise
+
+    def _start(self) -> "RedisClusterSet":
         for port in self.ports:
             d = self.workdir / str(port)
             d.mkdir(parents=True, exist_ok=True)
