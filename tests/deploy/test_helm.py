@@ -367,9 +367,10 @@ def test_ingress_variant_hashes_track_and_bundled_redis_is_persistent():
     assert track["spec"]["rules"][0]["http"]["paths"][0]["path"] == "/v1/track"
     assert "upstream-hash-by" not in json.dumps(ingresses["sam2-sam2-service"]["metadata"].get("annotations", {}))
     sts = one(docs, "StatefulSet")
-    command = " ".join(sts["spec"]["template"]["spec"]["containers"][0]["command"])
-    assert "--appendonly yes" in command and '--requirepass "$REDIS_PASSWORD"' in command
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "8Gi"
+    # the governing Service of the StatefulSet is headless; clients use the ClusterIP one
+    assert one(docs, "Service", sts["spec"]["serviceName"])["spec"]["clusterIP"] == "None"
+    assert one(docs, "Service", "sam2-sam2-service-redis")["spec"]["type"] == "ClusterIP"
     secret = one(docs, "Secret", "sam2-sam2-service-redis")
     assert len(secret["data"]["redis-password"]) > 20
     dep = one(docs, "Deployment")
@@ -453,6 +454,44 @@ def test_image_digest_pins_the_image():
     c = one(render("--set", f"image.digest={digest}"), "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert c["image"] == f"sam2-service:0.1.0@{digest}"
     assert helm_template("--set", "image.digest=latest", check=False).returncode != 0
+
+
+@pytest.mark.parametrize("persistence, appendonly, save", [
+    ([], "no", "300 1"),                                                       # the default: snapshots
+    (["--set", "redis.bundled.persistence.mode=appendonly"], "yes", ""),
+    (["--set", "redis.bundled.persistence.enabled=false"], "no", ""),
+])
+def test_bundled_redis_command_runs_with_the_chosen_persistence_and_no_password_in_argv(
+        persistence, appendonly, save, tmp_path):
+    """The StatefulSet's command, run for real by sh and redis-server on loopback (only its data dir and
+    address changed): the password works but is not on redis-server's command line."""
+    import shutil
+    import subprocess
+
+    from tests.redis_server import _cli, _ping, free_port
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    docs = render("--set", "redis.mode=bundled", *persistence)
+    container = one(docs, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+    port = free_port()
+    script = container["command"][2].replace("--dir /data", f"--dir {tmp_path} --bind 127.0.0.1 --port {port}", 1)
+    password = "pw-" + "x" * 29
+    log = tmp_path / "redis.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*container["command"][:2], script], env={"PATH": "/usr/bin:/bin",
+                                "REDIS_PASSWORD": password}, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _ping(port, password, proc=proc, log=log)
+        argv = open(f"/proc/{proc.pid}/cmdline", "rb").read().decode()  # exec: sh became redis-server
+        assert "redis-server" in argv and password not in argv
+        assert "NOAUTH" in subprocess.run(["redis-cli", "-p", str(port), "PING"], capture_output=True, text=True).stdout
+        assert _cli(port, password, "CONFIG", "GET", "appendonly").split() == ["appendonly", appendonly]
+        assert _cli(port, password, "CONFIG", "GET", "save").split("\n")[1] == save
+        assert _cli(port, password, "CONFIG", "GET", "maxmemory-policy").split() == ["maxmemory-policy", "noeviction"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_dashboard_and_alerts_are_the_repository_files():
