@@ -124,7 +124,8 @@ class RedisSentinelSet:
                         f"sentinel failover-timeout {self.MASTER} 5000\n")
         log = self.workdir / "sentinel.log"
         with open(log, "wb") as out:
-            self.proc = subprocess.Popen(["redis-server", str(conf), "--sentinel"], stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(["redis-server", str(conf), "--sentinel"], stdout=out,
+                                         stderr=subprocess.STDOUT)
         _ping(self.port, None, proc=self.proc, log=log)
         deadline = time.time() + 20  # the replica has synced and Sentinel has found it
         while "state=online" not in _cli(self.master.port, self.password, "INFO", "replication") \

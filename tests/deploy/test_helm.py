@@ -414,8 +414,10 @@ def test_ingress_annotations_override_the_derived_limits():
 
 
 def published_paths(docs: list[dict]) -> set[str]:
-    paths = {m["path"]["value"] for r in by_kind(docs, "HTTPRoute") for rule in r["spec"]["rules"] for m in rule["matches"]}
-    return paths | {p["path"] for i in by_kind(docs, "Ingress") for rule in i["spec"]["rules"] for p in rule["http"]["paths"]}
+    routes = [rule for r in by_kind(docs, "HTTPRoute") for rule in r["spec"]["rules"]]
+    ingresses = [rule for i in by_kind(docs, "Ingress") for rule in i["spec"]["rules"]]
+    return ({m["path"]["value"] for rule in routes for m in rule["matches"]}
+            | {p["path"] for rule in ingresses for p in rule["http"]["paths"]})
 
 
 def test_gateway_publishes_the_api_not_metrics_or_docs():
@@ -438,10 +440,12 @@ def test_network_policies_admit_the_gateway_to_the_api_and_only_the_api_to_redis
     assert redis["podSelector"]["matchLabels"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
     [rule] = redis["ingress"]
     assert rule["ports"] == [{"port": "redis", "protocol": "TCP"}]
-    assert rule["from"][0]["podSelector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    api_pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert rule["from"][0]["podSelector"]["matchLabels"].items() <= api_pod_labels.items()
     # the production example names the gateway's and Prometheus' namespaces, and keeps `helm test` working
     prod = one(render("-f", PRODUCTION), "NetworkPolicy")["spec"]["ingress"][0]["from"]
-    namespaces = [p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in prod if "namespaceSelector" in p]
+    namespaces = [p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                  for p in prod if "namespaceSelector" in p]
     assert namespaces == ["gateway-system", "monitoring"]
     test_pod = [d for d in render("-f", PRODUCTION) if d["kind"] == "Pod"][0]
     assert any("podSelector" in p and p["podSelector"]["matchLabels"].items() <= test_pod["metadata"]["labels"].items()
