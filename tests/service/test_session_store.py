@@ -127,6 +127,7 @@ def test_a_session_lives_in_one_cluster_slot_and_the_owner_index_outside_its_tra
     """Redis Cluster refuses transactions across slots (CROSSSLOT): each session's keys share its hash tag."""
     async def scenario():
         store = RedisStore(redis_cluster.url)
+        assert await store.ping() is True
         sids = [f"sid-{i}" for i in range(12)]  # spread over the three nodes
         for sid in sids:
             await store.create(_record(sid, owner="key-c"), b"h", {"a": b"1"}, ttl=60)
@@ -146,24 +147,21 @@ def test_a_session_lives_in_one_cluster_slot_and_the_owner_index_outside_its_tra
 
 
 def test_sentinel_failover_keeps_the_sessions_and_the_store_follows_the_new_master(redis_sentinel):
-    async def write():
+    """One store (as a replica holds it) across a failover: its next commands reach the promoted replica."""
+    async def scenario():
         store = RedisStore(redis_sentinel.url)
+        assert await store.ping() is True
         await store.create(_record("s-fail"), b"h", {"a": b"1"}, ttl=60)
         await store._redis.execute_command("WAIT", 1, 2000)  # the replica has it before the master goes
-        await store.close()
-
-    async def after_failover():
-        store = RedisStore(redis_sentinel.url)
+        old = redis_sentinel.master_port()
+        await asyncio.to_thread(redis_sentinel.kill_master)
+        assert redis_sentinel.master_port() != old
         got = await store.load("s-fail")
         v = await store.write("s-fail", got.record.version, b"h2", {"b": b"2"}, [], ttl=60)
         assert (await store.load("s-fail")).entries == {"a": b"1", "b": b"2"} and v == 1
         await store.close()
 
-    run(write())
-    old = redis_sentinel.master_port()
-    redis_sentinel.kill_master()
-    assert redis_sentinel.master_port() != old
-    run(after_failover())
+    run(scenario())
 
 
 @pytest.mark.parametrize("url, message", [
