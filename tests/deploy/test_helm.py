@@ -498,6 +498,30 @@ def test_bundled_redis_command_runs_with_the_chosen_persistence_and_no_password_
         proc.wait(10)
 
 
+def test_bundled_redis_exports_metrics_to_its_own_job_when_asked():
+    args = [*VARIANTS["ingress-bundled-redis"], "--set", "redis.bundled.metrics.enabled=true",
+            "--set", "metrics.serviceMonitor.enabled=true"]
+    manifests = helm_template(*args).stdout
+    kubernetes_validate(manifests, "1.37")
+    docs = load_yaml_docs(manifests)
+    sts = one(docs, "StatefulSet")
+    exporter = {c["name"]: c for c in sts["spec"]["template"]["spec"]["containers"]}["metrics"]
+    assert exporter["ports"] == [{"name": "metrics", "containerPort": 9121, "protocol": "TCP"}]
+    assert exporter["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "sam2-sam2-service-redis"
+    monitor = one(docs, "ServiceMonitor", "sam2-sam2-service-redis")
+    assert {"targetLabel": "job", "replacement": "sam2-redis"} in monitor["spec"]["endpoints"][0]["relabelings"]
+    scraped = [svc for svc in by_kind(docs, "Service")
+               if monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+               and "metrics" in [p["name"] for p in svc["spec"]["ports"]]]
+    assert [svc["metadata"]["name"] for svc in scraped] == ["sam2-sam2-service-redis"]  # not twice (headless)
+    for r in validate_custom_resources([monitor]):
+        assert r["status"] == "valid", r
+    policy = one(docs, "NetworkPolicy", "sam2-sam2-service-redis")["spec"]["ingress"]
+    assert [rule["ports"][0]["port"] for rule in policy] == ["redis", "metrics"]
+    assert not [c for c in one(render(*VARIANTS["ingress-bundled-redis"]), "StatefulSet")["spec"]["template"]["spec"][
+        "containers"] if c["name"] == "metrics"]
+
+
 def test_dashboard_and_alerts_are_the_repository_files():
     docs = render("-f", PRODUCTION)
     cm = one(docs, "ConfigMap")
