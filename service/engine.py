@@ -36,6 +36,13 @@ log = logging.getLogger(__name__)
 DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
+def is_fatal_device_error(exc: BaseException) -> bool:
+    """A CUDA error after which the context is unusable (illegal address, device-side assert, ECC); not OOM."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return False
+    return isinstance(exc, getattr(torch, "AcceleratorError", ())) or "CUDA error" in str(exc)
+
+
 def resolve_device(name: str | None) -> torch.device:
     if name:
         return torch.device(name)
@@ -110,7 +117,9 @@ class Engine:
         self._loaded = threading.Event()  # set when loading ended, ready or failed
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
-        self.error: BaseException | None = None
+        self.error: BaseException | None = None  # loading failed
+        self.device_error: BaseException | None = None  # a CUDA error that left the device unusable
+        self.heartbeat = 0.0  # time.monotonic() of the worker loop's last turn (/healthz)
 
     # ---- life cycle -------------------------------------------------------------------------------
 
@@ -128,7 +137,7 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set() and not self._stopped.is_set()
+        return self._ready.is_set() and not self._stopped.is_set() and self.device_error is None
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until the model is ready (True) or failed to load or `timeout` passed (False)."""
@@ -191,6 +200,7 @@ class Engine:
             raise errors.overloaded(f"the queue is full ({s.queue_size} jobs waiting); retry later", s.retry_after) \
                 from None
         self.metrics.queue_depth.set(self._queue.qsize())
+        job.future.add_done_callback(self._note_device_failure)
         waiter = asyncio.wrap_future(job.future)
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), timeout=s.request_timeout)
@@ -204,9 +214,16 @@ class Engine:
             job.future.cancel()
             raise
 
+    def _note_device_failure(self, future: concurrent.futures.Future) -> None:
+        exc = None if future.cancelled() else future.exception()
+        if exc is not None and is_fatal_device_error(exc):
+            self.device_error = exc
+
     def status_detail(self) -> str:
         if self.error is not None:
             return f"the model failed to load: {self.error}"
+        if self.device_error is not None:
+            return f"the device failed: {self.device_error}"
         if self._stopped.is_set():
             return "the engine is shutting down"
         return "the model is loading and warming up"
@@ -232,6 +249,7 @@ class Engine:
         self._loaded.set()
         log.info("engine ready: %s on %s, %s", self.model.cfg.name, self.device, self.dtype_name)
         while not self._stopped.is_set():
+            self.heartbeat = time.monotonic()
             try:
                 first = self._queue.get(timeout=0.1)
             except queue.Empty:
@@ -249,7 +267,8 @@ class Engine:
     def _load(self) -> None:
         s = self.settings
         if self.model is None:
-            self.model = build_model(s.model, weights=s.weights, device=self.device, image_size=s.image_size)
+            self.model = build_model(s.model, weights=s.weights, device=self.device, image_size=s.image_size,
+                                     sha256=s.weights_sha256)
         if self.device.type == "cuda":  # process-wide; the service owns its process
             torch.backends.cuda.enable_cudnn_sdp(s.cudnn_attention)
         self.predictor = ImagePredictor(self.model, dtype=self.dtype)

@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     weights: str | None = Field(
         None, description="checkpoint path, 'random' (untrained; tests only), or unset for the official cached file"
     )
+    weights_sha256: str | None = Field(
+        None, description="sha256 (hex) the downloaded checkpoint must have; a download that differs is refused"
+    )
     device: str | None = Field(None, description="torch device; unset: cuda if available, else cpu")
     dtype: str | None = Field(
         None, description="fp32, bf16 or fp16 autocast; unset: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32"
@@ -43,6 +46,9 @@ class Settings(BaseSettings):
         "lower per-call CPU cost gave 1.7x tracking frames/s on an H200 (README, GPU)"
     )
     warmup: bool = Field(True, description="run one encode + decode before /readyz reports ready")
+    worker_stall_seconds: float = Field(
+        120.0, gt=0, description="/healthz fails once the model worker has not come back for this long (a hung device)"
+    )
     cache_bytes: int = Field(1 << 30, ge=0, description="embedding cache bound in bytes (0 disables caching)")
 
     # limits
@@ -57,7 +63,9 @@ class Settings(BaseSettings):
 
     # /v1/track sessions
     redis_url: str | None = Field(
-        None, description="session store: redis://[:password@]host:port/db (rediss:// for TLS); unset: in-process"
+        None, description="session store: redis://[:password@]host:port/db (rediss:// for TLS), "
+        "redis+sentinel://[:password@]host:port[,...]/<master>[/db], redis+cluster://[:password@]host:port[,...]; "
+        "unset: in-process"
     )
     track_queue_frames: int = Field(4, ge=1, le=256, description="frames waiting per session at most")
     track_backpressure: Literal["reject", "drop_oldest"] = Field(
@@ -93,10 +101,17 @@ class Settings(BaseSettings):
             )
         return keys
 
-    @field_validator("weights", "device", "dtype", "redis_url", mode="before")
+    @field_validator("weights", "weights_sha256", "device", "dtype", "redis_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         return None if value == "" else value
+
+    @field_validator("weights_sha256")
+    @classmethod
+    def _sha256_hex(cls, value: str | None) -> str | None:
+        if value is not None and not _SHA256_HEX.match(value.lower()):
+            raise ValueError("SAM2_WEIGHTS_SHA256 is the checkpoint's sha256 in hex (64 characters): `sha256sum FILE`")
+        return value.lower() if value else value
 
     @field_validator("model")
     @classmethod
