@@ -8,6 +8,7 @@ upsampling and scoring run in chunks on the model's device, and RLE encoding is 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Generator
 import math
 from dataclasses import dataclass, field
 
@@ -169,8 +170,18 @@ class AutomaticMaskGenerator:
         Each record: segmentation (per output_mode), area, bbox (xywh), predicted_iou, point_coords,
         stability_score, crop_box (xywh).
         """
+        steps = self.steps(image)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def steps(self, image) -> Generator[None, None, list[dict]]:
+        """`generate` as a generator that pauses after each crop's encode and each batch of points (a
+        scheduler interleaves other work there); its return value is `generate`'s."""
         image = as_rgb_uint8(image)
-        cands = self._generate(image)
+        cands = yield from self._generate(image)
         records = []
         for i in range(len(cands)):
             rle = cands.rles[i]
@@ -193,12 +204,12 @@ class AutomaticMaskGenerator:
             })
         return records
 
-    def _generate(self, image: np.ndarray) -> _Candidates:
+    def _generate(self, image: np.ndarray) -> Generator[None, None, _Candidates]:
         hw = image.shape[:2]
         boxes, layers = crop_boxes(hw, self.p.crop_n_layers, self.p.crop_overlap_ratio)
         cands = _Candidates()
         for crop, layer in zip(boxes, layers):
-            cands.extend(self._process_crop(image, crop, layer, hw))
+            cands.extend((yield from self._process_crop(image, crop, layer, hw)))
         if len(boxes) > 1 and len(cands):
             # the same object seen in several crops: prefer the mask from the smallest crop
             areas = np.array([(c[2] - c[0]) * (c[3] - c[1]) for c in cands.crop_boxes], dtype=np.float64)
@@ -207,15 +218,18 @@ class AutomaticMaskGenerator:
             cands = self._clean_small_regions(cands)
         return cands
 
-    def _process_crop(self, image: np.ndarray, crop: list[int], layer: int, hw: tuple[int, int]) -> _Candidates:
+    def _process_crop(self, image: np.ndarray, crop: list[int], layer: int, hw: tuple[int, int]
+                      ) -> Generator[None, None, _Candidates]:
         x0, y0, x1, y1 = crop
         crop_img = image[y0:y1, x0:x1]
         crop_hw = crop_img.shape[:2]
         self.predictor.set_image(crop_img)
+        yield
         points = self.point_grids[layer] * np.array([crop_hw[1], crop_hw[0]], dtype=np.float64)
         cands = _Candidates()
         for start in range(0, len(points), self.p.points_per_batch):
             cands.extend(self._process_batch(points[start : start + self.p.points_per_batch], crop_hw, crop, hw))
+            yield
         self.predictor.reset_predictor()
         if not len(cands):
             return cands

@@ -1,9 +1,8 @@
-"""The Engine: one model on one device, fed by a bounded queue, with image-encoder work batched across requests.
+"""The Engine: one model on one device; requests and tracking frames become jobs of steps (scheduler.py).
 
-Handlers turn requests into jobs and `await` them. One worker thread owns the model: it takes a job,
-gathers up to `max_batch` jobs that arrived within `max_wait_ms` of the oldest one needing the encoder,
-encodes all their new images in one call under the configured precision, then decodes each job's prompts
-(all objects of a request with the same prompt shape in one decoder call).
+Handlers turn requests into jobs and `await` them. The worker thread owns the model and runs the scheduler:
+encodes of different requests share one encoder call, decodes of prompt sets on one cached image share one
+decoder call, and a segment-everything job runs one batch of points per step, so clicks go first.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from model_core.transforms import preprocess, upscale_masks
 from . import errors
 from .embedding_cache import CachedImage, EmbeddingCache
 from .metrics import Metrics
+from .scheduler import Job, JobSteps, Overloaded, Scheduler, SchedulerConfig, Step
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -85,21 +84,6 @@ class ObjectMasks:
     boxes: np.ndarray  # (C, 4) xyxy, inclusive max
 
 
-@dataclass
-class Job:
-    kind: str  # "embed" | "segment" | "everything" | "call"
-    image: ImageInput | None
-    cache_key: tuple | None  # where the new features are stored (None: do not store)
-    payload: Any = None
-    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
-    enqueued: float = field(default_factory=time.monotonic)
-
-    @property
-    def needs_encoder(self) -> bool:
-        return self.image is not None and self.image.cached is None
-
-
-_STOP = object()
 
 
 class Engine:
@@ -112,7 +96,13 @@ class Engine:
         self.dtype = parse_dtype(settings.dtype) if settings.dtype else default_dtype(self.device)
         self.model: SAM2Model | None = model
         self.cache = EmbeddingCache(settings.cache_bytes, on_change=self.metrics.cache_bytes.set)
-        self._queue: queue.Queue = queue.Queue(maxsize=settings.queue_size)
+        self.scheduler = Scheduler(
+            {"encode": self._run_encode, "decode": self._run_decode, "call": self._run_calls,
+             "track": self._run_calls, "everything": self._run_everything},
+            SchedulerConfig(max_batch=settings.max_batch, max_wait_s=settings.max_wait_ms / 1000.0,
+                            aging_s=settings.priority_aging_ms / 1000.0, max_jobs=settings.queue_size),
+            self.metrics, is_oom=lambda exc: isinstance(exc, torch.cuda.OutOfMemoryError), on_oom=self._empty_cache,
+        )
         self._ready = threading.Event()
         self._loaded = threading.Event()  # set when loading ended, ready or failed
         self._stopped = threading.Event()
@@ -171,48 +161,52 @@ class Engine:
         (self.metrics.cache_hits if entry is not None else self.metrics.cache_misses).inc()
         return entry
 
-    def prepare(self, rgb: np.ndarray) -> torch.Tensor:
-        """HWC RGB uint8 -> the encoder's (3, S, S) input; runs in a handler's thread, not the worker."""
-        return preprocess(rgb, self._image_size(), self.device)
+    def prepare(self, rgb: np.ndarray, resize: str = "bilinear") -> torch.Tensor:
+        """HWC RGB uint8 -> the encoder's (3, S, S) input on the device; runs in a handler's thread.
+
+        `resize`: the reference's filter for the path ("bilinear" images, "bicubic" video frames)."""
+        return preprocess(rgb, self._image_size(), self.device, resize)
 
     async def embed(self, image: ImageInput, cache_key: tuple) -> CachedImage:
-        return await self._submit(Job("embed", image, cache_key))
+        return await self._submit("embed", self._features(image, cache_key))
 
     async def segment(
         self, image: ImageInput, cache_key: tuple, groups: list[ObjectGroup], multimask: bool
     ) -> list[ObjectMasks]:
-        return await self._submit(Job("segment", image, cache_key, (groups, multimask)))
+        return await self._submit("segment", self._segment_job(image, cache_key, groups, multimask))
 
     async def everything(self, image: ImageInput, cache_key: tuple, params: dict) -> list[dict]:
-        return await self._submit(Job("everything", image, cache_key, params))
+        return await self._submit("everything", self._everything_job(image, cache_key, params),
+                                  self.settings.everything_timeout)
 
     async def call(self, fn: Callable[[], Any]) -> Any:
-        """Run fn() on the worker thread, in queue order with the other jobs (tracking steps use this)."""
-        return await self._submit(Job("call", None, None, fn))
+        """Run fn() on the worker thread as an interactive step (a tracking session's prompt, removal, reset)."""
+        return await self._submit("call", self._single_step("call", fn))
 
-    async def _submit(self, job: Job) -> Any:
+    async def track(self, fn: Callable[[], Any]) -> Any:
+        """Run fn() (one tracking frame) on the worker thread, at the tracking frames' priority."""
+        return await self._submit("track", self._single_step("track", fn))
+
+    async def _submit(self, label: str, steps: JobSteps, timeout: float | None = None) -> Any:
+        """Queue a job and await it; it is dropped between steps past its deadline or when its client leaves."""
         s = self.settings
         if not self.ready:
+            steps.close()
             raise errors.not_ready(self.status_detail(), s.retry_after)
+        timeout = s.request_timeout if timeout is None else timeout
+
+        def expired(job: Job) -> BaseException:
+            return errors.queue_timeout(f"the {label} did not finish within {timeout:g} s", s.retry_after)
+
+        job = Job(steps, time.monotonic() + timeout, label, expired)
         try:
-            self._queue.put_nowait(job)
-        except queue.Full:
+            self.scheduler.submit(job)
+        except Overloaded:
+            steps.close()
             raise errors.overloaded(f"the queue is full ({s.queue_size} jobs waiting); retry later", s.retry_after) \
                 from None
-        self.metrics.queue_depth.set(self._queue.qsize())
         job.future.add_done_callback(self._note_device_failure)
-        waiter = asyncio.wrap_future(job.future)
-        try:
-            return await asyncio.wait_for(asyncio.shield(waiter), timeout=s.request_timeout)
-        except TimeoutError:
-            if job.future.cancel():  # still queued: give up on it
-                raise errors.queue_timeout(
-                    f"waited {s.request_timeout:g} s in the queue without reaching the model", s.retry_after
-                ) from None
-            return await waiter  # already on the model: it finishes shortly
-        except asyncio.CancelledError:  # the client went away
-            job.future.cancel()
-            raise
+        return await asyncio.wrap_future(job.future)  # cancelling this (client gone) cancels the job's steps
 
     def _note_device_failure(self, future: concurrent.futures.Future) -> None:
         exc = None if future.cancelled() else future.exception()
@@ -251,18 +245,9 @@ class Engine:
         while not self._stopped.is_set():
             self.heartbeat = time.monotonic()
             try:
-                first = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            batch = self._collect(first)
-            self.metrics.queue_depth.set(self._queue.qsize())
-            try:
-                self._process(batch)
-            except BaseException as exc:  # noqa: BLE001 - never let the worker die
-                log.exception("engine batch failed")
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+                self.scheduler.tick(idle_wait=0.1)
+            except BaseException:  # noqa: BLE001 - never let the worker die
+                log.exception("engine step failed")
 
     def _load(self) -> None:
         s = self.settings
@@ -282,77 +267,107 @@ class Engine:
             self._decode(feats[0], (64, 64), group, True)
             log.info("warm-up took %.2f s", time.perf_counter() - t0)
 
-    def _collect(self, first: Job) -> list[Job]:
-        """`first` plus jobs already queued or arriving before the oldest encoder job waited max_wait_ms."""
-        batch = [first]
-        wait = self.settings.max_wait_ms / 1000.0
-        while len(batch) < self.settings.max_batch:
-            enc = [j.enqueued for j in batch if j.needs_encoder]
-            remaining = (min(enc) + wait - time.monotonic()) if enc else 0.0
-            try:
-                job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            batch.append(job)
-        return batch
+    # ---- jobs: generators of steps (run on the worker thread) ---------------------------------------
 
-    def _process(self, batch: list[Job]) -> None:
-        now = time.monotonic()
-        live = []
-        for job in batch:
-            self.metrics.queue_wait.observe(now - job.enqueued)
-            if not job.future.set_running_or_notify_cancel():
-                continue  # its handler gave up
-            if now - job.enqueued > self.settings.request_timeout:
-                job.future.set_exception(errors.queue_timeout(
-                    f"waited {now - job.enqueued:.1f} s in the queue", self.settings.retry_after))
-                continue
-            live.append(job)
-        self._encode_jobs([j for j in live if j.needs_encoder])
-        for job in live:
-            if job.future.done():
-                continue
-            try:
-                job.future.set_result(self._finish(job))
-            except BaseException as exc:  # noqa: BLE001 - the job fails, the worker goes on
-                if not isinstance(exc, errors.Problem):
-                    log.exception("%s job failed", job.kind)
-                job.future.set_exception(exc)
+    def _features(self, image: ImageInput, cache_key: tuple | None) -> JobSteps:
+        if image.cached is None:
+            image.cached = yield Step("encode", (image, cache_key), key="image")
+            image.pixels = None
+        return image.cached
 
-    def _encode_jobs(self, jobs: list[Job]) -> None:
-        """Give every job its features: from the cache if another job just made them, else one encoder call."""
-        todo: dict[Any, list[Job]] = {}
-        for job in jobs:
-            ident = job.image.content_id or id(job)
-            if job.image.content_id is not None:
-                entry = self.cache.get(self.cache_key_of(job, job.image.content_id))
-                if entry is not None:
-                    job.image.cached = entry
-                    continue
-            todo.setdefault(ident, []).append(job)
-        if not todo:
-            return
-        groups = list(todo.values())
-        try:
-            feats = self._encode_batch([g[0].image.pixels for g in groups])
-        except BaseException as exc:  # noqa: BLE001
-            log.exception("image encoder failed")
-            for g in groups:
-                for job in g:
-                    job.future.set_exception(exc)
-            return
-        for i, g in enumerate(groups):
-            entry = CachedImage(feats[i], g[0].image.orig_hw)
-            for job in g:
-                job.image.cached = entry
-                job.image.pixels = None
-                if job.cache_key is not None:
-                    self.cache.put(job.cache_key, entry)
+    def _segment_job(self, image: ImageInput, cache_key, groups: list[ObjectGroup], multimask: bool) -> JobSteps:
+        entry = yield from self._features(image, cache_key)
+        out: list[ObjectMasks | None] = [None] * sum(len(g) for g in groups)
+        for group in groups:
+            masks = yield Step("decode", (entry, group, multimask), key=_decode_key(entry, group, multimask))
+            for idx, m in zip(group.indices, masks):
+                out[idx] = m
+        return out
+
+    def _everything_job(self, image: ImageInput, cache_key, params: dict) -> JobSteps:
+        yield from self._features(image, cache_key)
+        batches = self._everything_steps(image, params)
+        while True:
+            done, value = yield Step("everything", batches)
+            if done:
+                return value
 
     @staticmethod
-    def cache_key_of(job: Job, image_id: str) -> tuple:
-        model_key, tenant, _ = job.cache_key
+    def _single_step(kind: str, fn: Callable[[], Any]) -> JobSteps:
+        return (yield Step(kind, fn))
+
+    # ---- step runners: payloads of one kind -> one result (or exception) each ------------------------
+
+    def _run_encode(self, payloads: list[tuple[ImageInput, tuple | None]]) -> list[CachedImage]:
+        """Features per image: from the cache if an identical upload has them, else one encoder call for all."""
+        out: list[CachedImage | None] = [None] * len(payloads)
+        todo: dict[Any, list[int]] = {}
+        for i, (image, cache_key) in enumerate(payloads):
+            if image.content_id is not None and cache_key is not None:
+                entry = self.cache.get(self._content_key(cache_key, image.content_id))
+                if entry is not None:
+                    out[i] = entry
+                    continue
+            todo.setdefault(image.content_id or ("upload", i), []).append(i)
+        if todo:
+            groups = list(todo.values())
+            feats = self._encode_batch([payloads[g[0]][0].pixels for g in groups])
+            for k, g in enumerate(groups):
+                entry = CachedImage(feats[k], payloads[g[0]][0].orig_hw)
+                for i in g:
+                    out[i] = entry
+                    if payloads[i][1] is not None:
+                        self.cache.put(payloads[i][1], entry)
+        return out
+
+    @staticmethod
+    def _content_key(cache_key: tuple, image_id: str) -> tuple:
+        model_key, tenant, _ = cache_key
         return (model_key, tenant, image_id)
+
+    def _run_decode(self, payloads: list[tuple[CachedImage, ObjectGroup, bool]]) -> list[list[ObjectMasks]]:
+        """Prompt sets of several requests on one image with the same shape: one decoder call, split after."""
+        entry, _, multimask = payloads[0]
+        group = payloads[0][1] if len(payloads) == 1 else _concat_groups([p[1] for p in payloads])
+        t0 = time.perf_counter()
+        masks = self._decode(entry.features, entry.orig_hw, group, multimask)
+        self._sync()
+        self.metrics.device_seconds.labels("decoder", self.model.cfg.name).observe(time.perf_counter() - t0)
+        out, start = [], 0
+        for _, g, _ in payloads:
+            out.append(masks[start : start + len(g)])
+            start += len(g)
+        return out
+
+    @staticmethod
+    def _run_calls(fns: list[Callable[[], Any]]) -> list[Any]:
+        """Each call once; a failing call fails only its own job (calls change state: never re-run)."""
+        results = []
+        for fn in fns:
+            try:
+                results.append(fn())
+            except Exception as exc:  # noqa: BLE001
+                results.append(exc)
+        return results
+
+    def _run_everything(self, batches: list) -> list[Any]:
+        """One batch of points for each segment-everything job: (done, records)."""
+        results = []
+        for gen in batches:
+            t0 = time.perf_counter()
+            try:
+                next(gen)
+                results.append((False, None))
+            except StopIteration as stop:
+                results.append((True, stop.value))
+            except Exception as exc:  # noqa: BLE001
+                results.append(exc)
+            self.metrics.device_seconds.labels("amg", self.model.cfg.name).observe(time.perf_counter() - t0)
+        return results
+
+    def _empty_cache(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     @torch.inference_mode()
     def _encode_batch(self, pixels: list[torch.Tensor]) -> ImageFeatures:
@@ -372,29 +387,6 @@ class Engine:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def _finish(self, job: Job) -> Any:
-        if job.kind == "call":
-            return job.payload()
-        entry = job.image.cached
-        if job.kind == "embed":
-            return entry
-        if job.kind == "segment":
-            groups, multimask = job.payload
-            out: list[ObjectMasks | None] = [None] * sum(len(g) for g in groups)
-            t0 = time.perf_counter()
-            for group in groups:
-                for idx, masks in zip(group.indices, self._decode(entry.features, entry.orig_hw, group, multimask)):
-                    out[idx] = masks
-            self._sync()
-            self.metrics.device_seconds.labels("decoder", self.model.cfg.name).observe(time.perf_counter() - t0)
-            return out
-        if job.kind == "everything":
-            t0 = time.perf_counter()
-            records = self._everything(job.image, job.payload)
-            self.metrics.device_seconds.labels("amg", self.model.cfg.name).observe(time.perf_counter() - t0)
-            return records
-        raise ValueError(f"unknown job kind {job.kind!r}")
-
     @torch.inference_mode()
     def _decode(
         self, feats: ImageFeatures, orig_hw: tuple[int, int], group: ObjectGroup, multimask: bool
@@ -413,7 +405,8 @@ class Engine:
             results.append(ObjectMasks(masks.cpu().numpy(), iou[b].cpu().numpy(), boxes.cpu().numpy()))
         return results
 
-    def _everything(self, image: ImageInput, params: dict) -> list[dict]:
+    def _everything_steps(self, image: ImageInput, params: dict):
+        """The segment-everything job as a generator: one batch of points (or one crop's encode) per next()."""
         amg = AutomaticMaskGenerator(self.model, output_mode="coco_rle", dtype=self.dtype, **params)
         old = amg.predictor
         amg.predictor = _FeatureReusingPredictor(
@@ -424,19 +417,27 @@ class Engine:
         if rgb is None:  # from an image_id without crops: the pixels are never looked at
             h, w = image.orig_hw
             rgb = np.zeros((h, w, 3), dtype=np.uint8)
-        return amg.generate(rgb)
+        return amg.steps(rgb)
 
     def _count_crop_encode(self) -> None:
         self.metrics.encoder_runs.inc()
 
     def _fail_pending(self) -> None:
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if job.future.set_running_or_notify_cancel():
-                job.future.set_exception(errors.not_ready("the engine is shutting down", self.settings.retry_after))
+        self.scheduler.fail_all(lambda: errors.not_ready("the engine is shutting down", self.settings.retry_after))
+
+
+def _decode_key(entry: CachedImage, group: ObjectGroup, multimask: bool) -> tuple:
+    """Decodes share a call only on the same features with the same prompt shape."""
+    shape = lambda a: None if a is None else a.shape[1:]  # noqa: E731
+    return (id(entry), shape(group.coords), group.boxes is not None, shape(group.mask_logits), multimask)
+
+
+def _concat_groups(groups: list[ObjectGroup]) -> ObjectGroup:
+    cat = lambda arrays: None if arrays[0] is None else np.concatenate(arrays)  # noqa: E731
+    return ObjectGroup(
+        [i for g in groups for i in g.indices], cat([g.coords for g in groups]), cat([g.labels for g in groups]),
+        cat([g.boxes for g in groups]), cat([g.mask_logits for g in groups]),
+    )
 
 
 class _FeatureReusingPredictor(ImagePredictor):

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(5.0, ge=0, description="how long a job waits for others to share its encoder call")
     queue_size: int = Field(64, ge=1, description="jobs waiting for the model at most; more get 503")
     request_timeout: float = Field(30.0, gt=0, description="seconds a job may wait in the queue before a 503")
+    everything_timeout: float = Field(
+        300.0, gt=0, description="seconds a segment-everything job may take, queueing included, before a 503"
+    )
+    priority_aging_ms: float = Field(
+        2000.0, gt=0, description="a step that waited this long moves up one priority class (no starvation)"
+    )
     retry_after: int = Field(1, ge=0, description="Retry-After seconds sent with a 503")
     cudnn_attention: bool = Field(
         False, description="on CUDA, let attention use cuDNN's kernels; off: flash / memory-efficient ones, whose "

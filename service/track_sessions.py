@@ -203,9 +203,9 @@ class TrackSessions:
         elif rgb.shape[:2] != (st.height, st.width):
             raise TrackError("bad_frame", f"frame is {rgb.shape[1]}x{rgb.shape[0]}, the session's frames are "
                                           f"{st.width}x{st.height}")
-        x = await asyncio.to_thread(self.engine.prepare, rgb)
+        x = await asyncio.to_thread(self.engine.prepare, rgb, self.tracker.resize)
         t0 = time.perf_counter()
-        result = await self.engine.call(lambda: self.tracker.track(st, x))
+        result = await self.engine.track(lambda: self.tracker.track(st, x))
         self.metrics.device_seconds.labels("tracker", self.engine.model.cfg.name).observe(time.perf_counter() - t0)
         self.metrics.frames_tracked.inc()
         return result
