@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from pycocotools import mask as coco_mask
 from model_core import ImagePredictor
 from service.app import create_app
 
-from .conftest import b64, client_for, make_image, png_bytes, running_engine
+from .conftest import client_for, running_engine
+from tests.fixtures import b64, make_image, png_bytes
 
 pytestmark = pytest.mark.anyio
 
@@ -57,7 +59,7 @@ async def test_identical_concurrent_uploads_are_encoded_once(tiny_model):
     assert all(r.json() == rs[0].json() for r in rs)
 
 
-# ---- back-pressure: a worker kept busy by a long segment-everything job ---------------------------------
+# ---- back-pressure: a worker kept busy by a job that holds it until the test lets go --------------------
 
 
 @pytest.fixture(scope="module")
@@ -66,23 +68,35 @@ def busy_engine(tiny_model):
         yield engine
 
 
-async def start_long_job(c, image_png) -> asyncio.Task:
+async def start_long_job(c, engine, image_png) -> tuple[asyncio.Task, threading.Event]:
+    """A segment-everything request whose model work waits, on the worker, until the returned event is set."""
+    started, release = threading.Event(), threading.Event()
+    everything = engine.work.everything
+
+    def held(*args, **kwargs):
+        del engine.work.everything  # once: later jobs run the real method
+        started.set()
+        release.wait(60)
+        return everything(*args, **kwargs)
+
+    engine.work.everything = held
     image_id = (await c.post("/v1/embed", json={"image": b64(image_png)})).json()["image_id"]
-    task = asyncio.create_task(c.post("/v1/segment/everything", json={"image_id": image_id, "points_per_side": 32}))
-    await asyncio.sleep(0.15)  # the worker has taken it (about 1 s of work)
-    return task
+    task = asyncio.create_task(c.post("/v1/segment/everything", json={"image_id": image_id, "points_per_side": 4}))
+    assert await asyncio.to_thread(started.wait, 60)  # the worker has taken it
+    return task, release
 
 
 async def test_a_request_that_waits_longer_than_request_timeout_gets_503(busy_engine, image_png):
     data = png_bytes(make_image(seed=400))
     async with client_for(create_app(busy_engine.settings, busy_engine)) as c:
-        long_job = await start_long_job(c, image_png)
+        long_job, release = await start_long_job(c, busy_engine, image_png)
         runs = busy_engine.metrics.value("sam2_encoder_runs_total")
         r = await c.post("/v1/segment", json={"image": b64(data), "objects": [CLICK]})
         assert r.status_code == 503, r.text
         assert r.headers["retry-after"] == "2"
         assert r.json()["type"].endswith("queue-timeout")
         assert not long_job.done()
+        release.set()
         assert (await long_job).status_code == 200
         ok = await c.post("/v1/segment", json={"image": b64(image_png), "objects": [CLICK]})
         assert ok.status_code == 200  # the engine goes on
@@ -91,13 +105,15 @@ async def test_a_request_that_waits_longer_than_request_timeout_gets_503(busy_en
 
 async def test_a_full_queue_answers_503_at_once(busy_engine, image_png):
     async with client_for(create_app(busy_engine.settings, busy_engine)) as c:
-        long_job = await start_long_job(c, image_png)
+        long_job, release = await start_long_job(c, busy_engine, image_png)
         body = {"image": b64(image_png), "objects": [CLICK]}
         waiting = asyncio.create_task(c.post("/v1/segment", json=body))
-        await asyncio.sleep(0.05)
+        while busy_engine._queue.qsize() < 1:  # the waiting request is queued
+            await asyncio.sleep(0.01)
         r = await c.post("/v1/segment", json=body)  # the queue (size 1) is taken
         assert r.status_code == 503
         assert r.json()["type"].endswith("overloaded") and "queue is full" in r.json()["detail"]
         assert r.headers["retry-after"] == "2"
+        release.set()
         await waiting
         await long_job

@@ -7,7 +7,8 @@ import pytest
 from service.app import create_app
 from service.engine import Engine
 
-from .conftest import b64, client_for, make_settings
+from .conftest import client_for, make_settings
+from tests.fixtures import b64
 
 pytestmark = pytest.mark.anyio
 
