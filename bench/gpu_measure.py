@@ -186,7 +186,7 @@ def part_amg(run: Run, args) -> None:
 
 
 def _clip(n: int):
-    from tests.model_core.video_fixtures import synthetic_clip
+    from tests.fixtures import synthetic_clip
 
     return synthetic_clip(n, 480, 640)
 
@@ -307,16 +307,15 @@ def part_service(run: Run, args) -> None:
         finally:
             server.stop()
         frames = _clip(6 if run.smoke else 24)
-        proc, port = serve(run.size, None, Path(tmp) / "track.log", device=run.device, dtype=dtype,
-                           model=args.service_model)
+        tracking = serve(run.size, None, Path(tmp) / "track.log", device=run.device, dtype=dtype,
+                         model=args.service_model)
         try:
             for n in levels:
-                r = run_sessions(port, n, frames)
+                r = run_sessions(tracking.port, n, frames)
                 run.record("service", f"/v1/track {n} sessions: aggregate frames/s", r["fps"], unit="fps",
                            p50_ms=r["p50"], p99_ms=r["p99"])
         finally:
-            proc.terminate()
-            proc.wait(30)
+            tracking.stop()
 
 
 def part_profile(run: Run, args) -> None:

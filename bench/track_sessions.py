@@ -11,10 +11,8 @@ server's own metrics). Random weights: the work per frame is the real work.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,28 +24,19 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.client import TrackSession  # noqa: E402
-from tests.model_core.video_fixtures import synthetic_clip  # noqa: E402
-from tests.redis_server import RedisServer, free_port  # noqa: E402
+from tests.fixtures import synthetic_clip  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
+from tests.serve_process import ServeProcess  # noqa: E402
 
 
 def serve(image_size: int, redis_url: str | None, log: Path, device: str = "cpu", dtype: str = "fp32",
-          model: str = "sam2.1_t") -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAM2_")}
-    env.update(SAM2_TRACK_QUEUE_FRAMES="64", SAM2_TRACK_SESSIONS_PER_KEY="64")
+          model: str = "sam2.1_t") -> ServeProcess:
+    env = {"SAM2_TRACK_QUEUE_FRAMES": "64", "SAM2_TRACK_SESSIONS_PER_KEY": "64"}
     if redis_url:
         env["SAM2_REDIS_URL"] = redis_url
-    cmd = [sys.executable, "-m", "service.cli", "serve", "--model", model, "--weights", "random",
-           "--image-size", str(image_size), "--dtype", dtype, "--device", device, "--port", str(port),
-           "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env)
-    for _ in range(600):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc, port
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise RuntimeError(f"server did not start: {log.read_text()}")
+    args = ["--model", model, "--weights", "random", "--image-size", image_size, "--dtype", dtype,
+            "--device", device]
+    return ServeProcess(log, args, env, ready_timeout=300)
 
 
 def metric_sum(port: int, name: str) -> tuple[float, float]:
@@ -105,14 +94,13 @@ def main() -> None:
     rows = []
     try:
         for store, url in (("memory", None), ("redis", redis.url)):
-            proc, port = serve(args.image_size, url, tmp / f"{store}.log")
+            server = serve(args.image_size, url, tmp / f"{store}.log")
             try:
                 for n in (int(v) for v in args.sessions.split(",")):
-                    r = run_sessions(port, n, frames)
+                    r = run_sessions(server.port, n, frames)
                     rows.append((store, n, r))
             finally:
-                proc.terminate()
-                proc.wait(20)
+                server.stop()
     finally:
         redis.stop()
     print(f"\n/v1/track, tiny @ {args.image_size}px, 640x480 PNG frames, {args.frames} frames per session, "

@@ -32,7 +32,7 @@ class SessionRecord:
     """Who owns a session and what it runs; the token is kept only as its sha256."""
 
     session_id: str
-    owner: str  # the API key's id (its hash prefix) or "anonymous"
+    owner: str  # the tenant that made it: the full sha256 digest of its API key, or auth.NO_AUTH_TENANT
     token_sha256: str
     model: str
     image_size: int

@@ -9,23 +9,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import struct
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from model_core.mask_ops import encode_rle, masks_to_boxes
+from model_core.mask_ops import decode_rle, encode_rle, masks_to_boxes
 from model_core.state_codec import delta_parts, state_from_parts, state_parts
 from model_core.video_tracker import TrackerState, TrackResult, VideoTracker
 
 from .image_io import decode_image
 from .session_store import SessionRecord, SessionStore, StoreUnavailable, VersionConflict, token_hash
+from .wire import RAW_HEADER_BYTES, RAW_MAGIC, encode_raw_frame, raw_frame_size
+
+__all__ = ["Session", "TrackError", "TrackSessions", "decode_frame", "encode_raw_frame", "result_message"]
 
 log = logging.getLogger(__name__)
-
-RAW_MAGIC = b"RGB8"  # raw frame: magic, u32 LE width, u32 LE height, then width*height*3 bytes of RGB
 
 
 class TrackError(Exception):
@@ -42,24 +42,18 @@ class TrackError(Exception):
 def decode_frame(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
     """A binary frame message -> HWC RGB uint8: JPEG/PNG/... (header-checked) or the raw RGB8 layout."""
     if data[:4] == RAW_MAGIC:
-        if len(data) < 12:
+        if len(data) < RAW_HEADER_BYTES:
             raise TrackError("bad_frame", "raw frame header is 12 bytes: b'RGB8', u32 width, u32 height")
-        w, h = struct.unpack("<II", data[4:12])
+        w, h = raw_frame_size(data)
         if w < 1 or h < 1 or w * h > max_pixels:
             raise TrackError("bad_frame", f"raw frame of {w}x{h} is empty or over {max_pixels} pixels")
         if len(data) != 12 + w * h * 3:
             raise TrackError("bad_frame", f"raw {w}x{h} frame needs {w * h * 3} pixel bytes, got {len(data) - 12}")
-        return np.frombuffer(data, np.uint8, offset=12).reshape(h, w, 3)
+        return np.frombuffer(data, np.uint8, offset=RAW_HEADER_BYTES).reshape(h, w, 3)
     try:
         return decode_image(data, max_bytes, max_pixels)
     except Exception as exc:  # the image module raises problem+json errors; restate them for the socket
         raise TrackError("bad_frame", getattr(exc, "detail", None) or str(exc)) from None
-
-
-def encode_raw_frame(rgb: np.ndarray) -> bytes:
-    """The raw RGB8 frame message for an HWC uint8 array (what clients without an encoder send)."""
-    h, w = rgb.shape[:2]
-    return RAW_MAGIC + struct.pack("<II", w, h) + np.ascontiguousarray(rgb, dtype=np.uint8).tobytes()
 
 
 def result_message(result: TrackResult, **extra) -> dict:
@@ -70,10 +64,21 @@ def result_message(result: TrackResult, **extra) -> dict:
         boxes = masks_to_boxes(torch.from_numpy(masks)).numpy()
         for o, rle, box in zip(result.objects, encode_rle(masks), boxes):
             objects.append({
-                "obj_id": o.obj_id, "rle": rle, "bbox": [float(v) for v in box], "score": round(o.score, 5),
-                "object_score": round(o.object_score, 5), "present": bool(o.present),
+                # wire names: "score" is the predicted IoU, "object_score" the presence logit
+                "obj_id": o.obj_id, "rle": rle, "bbox": [float(v) for v in box], "score": round(o.iou, 5),
+                "object_score": round(o.object_score_logit, 5), "present": bool(o.present),
             })
     return {"type": "masks", "frame_idx": result.frame_idx, "objects": objects, **extra}
+
+
+@dataclass
+class FrameStep:
+    """A tracked frame: its result, store notices to send before it, and where the time went."""
+
+    result: TrackResult
+    notes: list[dict]
+    track_seconds: float
+    store_seconds: float
 
 
 @dataclass
@@ -109,7 +114,7 @@ class TrackSessions:
 
     # ---- open ---------------------------------------------------------------------------------------
 
-    async def start(self, owner: str, msg: dict) -> Session:
+    async def start(self, tenant: str, msg: dict) -> Session:
         s = self.settings
         model = msg.get("model")
         cfg = self.engine.model.cfg
@@ -136,7 +141,7 @@ class TrackSessions:
         if width is not None and width * height > s.max_image_pixels:
             raise TrackError("limit", f"frames of {width}x{height} are over {s.max_image_pixels} pixels")
         try:
-            owned = await self.store.count_owned(owner)
+            owned = await self.store.count_owned(tenant)
         except StoreUnavailable as exc:
             raise TrackError("store_unavailable", str(exc)) from None
         if owned >= s.track_sessions_per_key:
@@ -144,7 +149,7 @@ class TrackSessions:
         sid, token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)  # 128 bits each
         # a size of 0 is taken from the first frame
         state = self.tracker.new_state(height or 0, width or 0, mode=mode, max_obj_num=s.track_max_objects)
-        record = SessionRecord(sid, owner, token_hash(token), cfg.name, cfg.image_size, time.time())
+        record = SessionRecord(sid, tenant, token_hash(token), cfg.name, cfg.image_size, time.time())
         session = Session(record, state, token)
         header, entries = state_parts(state, extra={"model": cfg.name})
         try:
@@ -155,7 +160,7 @@ class TrackSessions:
         self.metrics.active_sessions.set(len(self.live))
         return session
 
-    async def resume(self, owner: str, session_id: str, token: str) -> Session:
+    async def resume(self, tenant: str, session_id: str, token: str) -> Session:
         if not isinstance(session_id, str) or not isinstance(token, str):
             raise TrackError("bad_message", "resume needs session_id and resume_token strings")
         try:
@@ -165,7 +170,7 @@ class TrackSessions:
         if stored is None:
             raise TrackError("not_found", "no such session (it expired, was closed, or never existed)")
         rec = stored.record
-        if rec.owner != owner or not rec.token_matches(token):
+        if rec.owner != tenant or not rec.token_matches(token):
             raise TrackError("forbidden", "this session belongs to another key or the token is wrong")
         cfg = self.engine.model.cfg
         if (rec.model, rec.image_size) != (cfg.name, cfg.image_size):
@@ -191,26 +196,49 @@ class TrackSessions:
         except StoreUnavailable:
             pass  # its keys expire by TTL
 
-    # ---- steps --------------------------------------------------------------------------------------
+    # ---- steps: each runs on the engine, persists its delta and returns what to send ---------------
 
-    async def track_frame(self, session: Session, rgb: np.ndarray) -> TrackResult:
+    async def track_frame(self, session: Session, rgb: np.ndarray) -> FrameStep:
         st = session.state
         if st.height == 0:  # size taken from the first frame; prompts that waited for it apply now
             st.height, st.width = rgb.shape[:2]
             deferred, session.deferred = session.deferred, []
             for msg in deferred:
-                await self.prompt(session, msg)
+                await self._apply_prompt(session, msg)
         elif rgb.shape[:2] != (st.height, st.width):
             raise TrackError("bad_frame", f"frame is {rgb.shape[1]}x{rgb.shape[0]}, the session's frames are "
                                           f"{st.width}x{st.height}")
         x = await asyncio.to_thread(self.engine.prepare, rgb, self.tracker.resize)
         t0 = time.perf_counter()
         result = await self.engine.track(lambda: self.tracker.track(st, x))
-        self.metrics.device_seconds.labels("tracker", self.engine.model.cfg.name).observe(time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        self.metrics.device_seconds.labels("tracker", self.engine.model.cfg.name).observe(t1 - t0)
         self.metrics.frames_tracked.inc()
-        return result
+        notes = await self._persist_notes(session)
+        return FrameStep(result, notes, t1 - t0, time.perf_counter() - t1)
 
-    async def prompt(self, session: Session, msg: dict):
+    async def prompt(self, session: Session, msg: dict) -> list[dict]:
+        """An ack (prompt for the next frame) or the refined masks (the current frame), after store notices."""
+        out = await self._apply_prompt(session, msg)
+        notes = await self._persist_notes(session)
+        if out is None:
+            return notes + [{"type": "ack", "for": "prompt", "obj_id": msg["obj_id"],
+                             "frame_idx": session.state.frame_idx}]
+        reply = await asyncio.to_thread(result_message, TrackResult(session.state.frame_idx - 1, [out]), refined=True)
+        return notes + [reply]
+
+    async def remove_object(self, session: Session, obj_id) -> list[dict]:
+        try:
+            await self.engine.call(lambda: self.tracker.remove_object(session.state, obj_id))
+        except KeyError:
+            raise TrackError("unknown_object", f"no object {obj_id} in this session") from None
+        return await self._persist_notes(session) + [{"type": "ack", "for": "remove_object", "obj_id": obj_id}]
+
+    async def reset(self, session: Session) -> list[dict]:
+        await self.engine.call(lambda: self.tracker.reset(session.state))
+        return await self._persist_notes(session) + [{"type": "ack", "for": "reset"}]
+
+    async def _apply_prompt(self, session: Session, msg: dict):
         st = session.state
         frame = msg.get("frame", "next")
         if frame not in ("next", "current"):
@@ -229,8 +257,6 @@ class TrackSessions:
             raise TrackError("bad_prompt", f"at most {self.settings.max_points} points per prompt")
         try:
             if mask is not None:
-                from model_core.mask_ops import decode_rle
-
                 if not isinstance(mask, dict) or mask.get("size") != [st.height, st.width]:
                     raise TrackError("bad_prompt", f"mask must be a COCO RLE of size [{st.height}, {st.width}]")
                 mask = decode_rle(mask)
@@ -245,14 +271,9 @@ class TrackSessions:
         except (ValueError, TypeError, KeyError) as exc:
             raise TrackError("bad_prompt", str(exc).strip("'\"")) from None
 
-    async def remove_object(self, session: Session, obj_id) -> None:
-        try:
-            await self.engine.call(lambda: self.tracker.remove_object(session.state, obj_id))
-        except KeyError:
-            raise TrackError("unknown_object", f"no object {obj_id} in this session") from None
-
-    async def reset(self, session: Session) -> None:
-        await self.engine.call(lambda: self.tracker.reset(session.state))
+    async def _persist_notes(self, session: Session) -> list[dict]:
+        note = await self.persist(session)
+        return [note] if note else []
 
     # ---- persistence --------------------------------------------------------------------------------
 

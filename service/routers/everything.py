@@ -46,7 +46,7 @@ async def everything(request: Request, settings: SettingsDep, engine: EngineDep,
     if body.crop_n_layers > 0 and body.image_id is not None:
         raise errors.invalid_prompt("crop_n_layers > 0 encodes crops of the image: send the image, not an image_id")
     image = await resolve_image(engine, settings, tenant, image_bytes, body.image_id, keep_rgb=body.crop_n_layers > 0)
-    records = await engine.everything(image, engine.cache_key(tenant, image.image_id), body.amg_params())
+    records = await engine.everything(image, tenant, body.amg_params())
     h, w = image.orig_hw
 
     def respond() -> JSONResponse:  # mask encoding and JSON rendering, off the event loop

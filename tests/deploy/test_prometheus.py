@@ -12,7 +12,8 @@ import httpx
 import pytest
 import yaml
 
-from .conftest import DASHBOARD, PROMETHEUS_DIR, free_port, png_bytes, run, stop, tool, wait_for
+from .conftest import DASHBOARD, PROMETHEUS_DIR, png_bytes, run, stop, tool, wait_for
+from tests.fixtures import free_port
 
 JOB = "sam2-service"  # the job name alerts.yml and the dashboard select on
 

@@ -17,8 +17,7 @@ import torch
 from model_core import ImagePredictor
 from model_core.precision import parse_dtype
 from model_core.video_tracker import VideoTracker
-from tests.model_core.test_image_predictor import synthetic_image
-from tests.model_core.video_fixtures import synthetic_clip
+from tests.fixtures import synthetic_clip, synthetic_image
 from tests.reference import REF_CONFIG_FILES, build_reference, max_rel_diff, ours_from_reference
 
 DEVICE = os.environ.get("SAM2_TEST_DEVICE", "cuda")

@@ -8,8 +8,8 @@ import torch
 from model_core import ImagePredictor
 from model_core.transforms import preprocess
 from model_core.video_predictor import VideoPredictor
-from tests.model_core.test_image_predictor import synthetic_image
-from tests.model_core.video_fixtures import reference_video_predictor, restore_torch, synthetic_clip
+from tests.fixtures import synthetic_clip, synthetic_image
+from tests.model_core.video_fixtures import reference_video_predictor, restore_torch
 from tests.reference import max_rel_diff, ours_from_reference, reference_model
 
 NAME, SIZE = "sam2.1_hiera_tiny", 256

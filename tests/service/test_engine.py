@@ -14,7 +14,8 @@ from service.app import create_app
 from service.auth import NO_AUTH_TENANT
 from service.engine import ImageInput
 
-from .conftest import b64, client_for, make_image, png_bytes, running_engine
+from .conftest import client_for, running_engine
+from tests.fixtures import b64, make_image, png_bytes
 
 pytestmark = pytest.mark.anyio
 

@@ -16,7 +16,8 @@ from service.engine import Engine
 from tests.redis_server import free_port
 from tests.serve_process import REPO
 
-from .conftest import b64, client_for, make_settings, running_engine
+from .conftest import client_for, make_settings, running_engine
+from tests.fixtures import b64
 
 pytestmark = pytest.mark.anyio
 

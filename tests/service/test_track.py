@@ -12,7 +12,8 @@ from model_core.video_tracker import VideoTracker
 from service.app import create_app
 from service.auth import hash_key
 from service.track_sessions import encode_raw_frame
-from tests.model_core.video_fixtures import synthetic_clip, tracking_model
+from tests.model_core.video_fixtures import tracking_model
+from tests.fixtures import synthetic_clip
 from tests.service.conftest import make_settings, running_engine
 
 H, W = 96, 160
@@ -215,3 +216,33 @@ def test_a_flooding_client_gets_the_backpressure_policy(engine, clip, policy):
             assert [m["frame_idx"] for m in masks] == list(range(len(masks)))  # consecutive, in order
             assert len(masks) < n
             assert engine.metrics.value("sam2_dropped_frames_total") > 0
+
+
+def test_a_store_outage_during_remove_object_and_reset_is_reported(engine, clip):
+    from service.session_store import StoreUnavailable
+
+    app = app_for(engine)
+    with TestClient(app) as client, client.websocket_connect("/v1/track") as ws:
+        start(ws)
+        ws.send_json({"type": "prompt", "obj_id": 1, "points": [[40, 48]], "labels": [1]})
+        recv(ws, "ack")
+        ws.send_bytes(png(clip[0]))
+        recv(ws, "masks")
+        store = app.state.track_sessions.store
+        working = store.write
+
+        async def down(*args, **kwargs):
+            raise StoreUnavailable("the store is down")
+
+        store.write = down
+        ws.send_json({"type": "remove_object", "obj_id": 1})
+        assert ws.receive_json()["code"] == "store_unavailable"  # before the ack, as for frames
+        assert recv(ws, "ack")["for"] == "remove_object"
+        store.write = working
+        ws.send_json({"type": "reset"})
+        assert ws.receive_json()["type"] == "store_recovered"
+        assert recv(ws, "ack")["for"] == "reset"
+        store.write = down
+        ws.send_json({"type": "reset"})
+        assert ws.receive_json()["code"] == "store_unavailable"
+        assert recv(ws, "ack")["for"] == "reset"
