@@ -415,5 +415,6 @@ export class ImageMode {
       select: (o) => this.select(o), toggle: (o) => this.toggle(o), remove: (o) => this.remove(o),
     });
     document.getElementById("object-count").textContent = String(this.objects.length);
+    this.canvas.dataset.pending = String(this.objects.filter((o) => o.busy).length);
   }
 }
