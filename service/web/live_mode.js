@@ -160,6 +160,11 @@ export class LiveMode {
   }
 
   connect(kind) {
+    if (this.draining) { // a paused connection still has frames running: resume once they are answered
+      this.draining.then = () => this.connect(kind);
+      this.setState("reconnecting");
+      return;
+    }
     this.sizeSelect.disabled = true;
     this.setState(kind === "start" ? "connecting" : "reconnecting");
     const ws = new WebSocket(trackUrl());
@@ -186,6 +191,7 @@ export class LiveMode {
       if (!this.session) { this.setState("idle"); return; }
       const delay = RECONNECT_DELAYS_MS[Math.min(this.reconnects, RECONNECT_DELAYS_MS.length - 1)];
       this.reconnects++;
+      this.lastDrop = performance.now();
       this.setState("reconnecting");
       showMessage(`Connection lost; resuming the session (try ${this.reconnects})…`);
       clearTimeout(this.reconnectTimer);
@@ -196,6 +202,13 @@ export class LiveMode {
   }
 
   onMessage(ws, msg) {
+    if (this.draining && ws === this.draining.ws) {
+      if (msg.type === "masks" && !msg.refined) this.onMasks(msg, false);
+      else if (msg.type === "busy") this.inFlight.delete(msg.seq);
+      else if (msg.type === "dropped") for (const s of msg.seq) this.inFlight.delete(s);
+      if (!this.inFlight.size) this.drained();
+      return;
+    }
     if (ws !== this.ws) return;
     switch (msg.type) {
       case "session": {
@@ -253,6 +266,21 @@ export class LiveMode {
   }
 
   onError(msg) {
+    // Our own dropped connection may still be finishing its last frames on the server; if it writes after
+    // our resume, this connection is told "session_moved". Right after a drop that is us: resume again.
+    if (msg.code === "session_moved" && this.lastDrop && performance.now() - this.lastDrop < 20000 &&
+        (this.movedRetries || 0) < 3) {
+      this.movedRetries = (this.movedRetries || 0) + 1;
+      const ws = this.ws;
+      this.ws = null;
+      ws?.close();
+      this.setState("reconnecting");
+      clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = setTimeout(() => {
+        if (this.state === "reconnecting" && !this.ws) this.connect("resume");
+      }, 1000);
+      return;
+    }
     showMessage(explainTrack(msg.code, msg.detail), "error");
     if (FATAL.has(msg.code)) {
       if (msg.code === "not_found" || msg.code === "forbidden") this.forgetSession();
@@ -275,15 +303,30 @@ export class LiveMode {
     this.renderList();
   }
 
-  /** Pause: stop sending frames and close the socket; the session stays resumable on the server. */
+  /** Pause: stop sending frames, let the frames in flight be answered, then close the socket; the session
+   *  stays resumable on the server (closing with frames in flight would leave them running there while a
+   *  resume starts elsewhere). */
   stop() {
     if (!this.ws && this.state !== "reconnecting") return;
     clearTimeout(this.reconnectTimer);
-    this.setState("paused");
     const ws = this.ws;
     this.ws = null;
-    ws?.close(1000, "paused");
+    this.setState("paused");
+    if (!ws) return;
+    const close = () => { clearTimeout(timer); if (ws.readyState <= WebSocket.OPEN) ws.close(1000, "paused"); };
+    const timer = setTimeout(() => this.drained(), 3000);
+    this.draining = { ws, close, then: null };
+    if (!this.inFlight.size) this.drained();
     showMessage("Paused. Start tracking resumes the same session.");
+  }
+
+  drained() {
+    const d = this.draining;
+    if (!d) return;
+    this.draining = null;
+    d.close();
+    this.inFlight.clear();
+    if (d.then) d.then();
   }
 
   /** End the session on the server (it is deleted from the store). */
@@ -330,12 +373,13 @@ export class LiveMode {
     }
   }
 
-  onMasks(msg) {
+  onMasks(msg, live = true) {
     if (msg.refined) {
       for (const o of msg.objects) this.masks.set(o.obj_id, { mask: decodeRle(o.rle), present: o.present });
       this.redraw();
       return;
     }
+    if (live) this.movedRetries = 0;
     const sent = this.inFlight.get(msg.seq);
     this.inFlight.delete(msg.seq);
     const now = performance.now();
@@ -360,7 +404,7 @@ export class LiveMode {
     document.getElementById("live-frame").textContent = String(msg.frame_idx);
     this.redraw();
     this.renderList();
-    this.pump();
+    if (live) this.pump();
   }
 
   // ---- objects and clicks -------------------------------------------------------------------------

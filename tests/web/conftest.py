@@ -136,6 +136,7 @@ class CuttingProxy:
         self.target_port = target_port
         self.port = free_port()
         self.websockets: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
+        self.tasks: set[asyncio.Task] = set()
         self.loop = asyncio.new_event_loop()
         started = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(started,), daemon=True)
@@ -153,6 +154,15 @@ class CuttingProxy:
         self.loop.run_forever()
 
     async def _handle(self, client_r, client_w) -> None:
+        self.tasks.add(asyncio.current_task())
+        try:
+            await self._serve(client_r, client_w)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self.tasks.discard(asyncio.current_task())
+
+    async def _serve(self, client_r, client_w) -> None:
         try:
             up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
@@ -189,6 +199,11 @@ class CuttingProxy:
         return asyncio.run_coroutine_threadsafe(cut(), self.loop).result(10)
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
+        async def shutdown() -> None:
+            self.server.close()
+            for task in list(self.tasks):
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
