@@ -343,7 +343,8 @@ export class LiveMode {
 
   setState(state) {
     this.state = state;
-    document.getElementById("track-start").textContent = this.session ? "Resume tracking" : "Start tracking";
+    document.getElementById("track-start").textContent =
+      this.session && state !== "tracking" ? "Resume tracking" : "Start tracking";
     if (state !== "tracking") this.pressure = null;
     this.renderStats();
   }

@@ -116,8 +116,8 @@ def test_live_tracking_survives_a_cut_connection(camera_browser, server, screens
         page.wait_for_selector("#stat-resumes:has-text('1')", timeout=30000)
         page.wait_for_selector("#stat-state[data-state=tracking]")
         resumed = [m for m in received if m["type"] == "session" and m["resumed"]]
-        # (a frame still running on the cut connection may make the server say session_moved to the first
-        # resume; the page then resumes once more: service/routers/track.py, see the README)
+        # (a frame still running on the cut connection can be written to the store after the resume, and the
+        # server then tells the new connection session_moved; the page resumes once more in that case)
         assert 1 <= len(resumed) <= 2 and all(m["session_id"] == session["session_id"] for m in resumed)
         assert resumed[0]["objects"] == [1] and resumed[0]["frame_idx"] > last_frame
         assert {"type": "resume", "session_id": session["session_id"],
