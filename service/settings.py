@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address `serve` binds to")
     port: int = Field(8000, ge=0, le=65535, description="port `serve` listens on")
     docs: bool = Field(True, description="serve /docs and /openapi.json")
+    demo: bool = Field(True, description="serve the web page at / and /demo")
 
     # the engine
     max_batch: int = Field(8, ge=1, le=256, description="most images per encoder call")
