@@ -38,6 +38,10 @@ class FrameFeatures:
             [h.expand(b, -1, -1, -1) for h in self.high_res],
         )
 
+    def row(self, i: int) -> "FrameFeatures":
+        """Frame i alone (batch 1), without copying."""
+        return FrameFeatures(self.vision[i : i + 1], self.vision_pos[i : i + 1], [h[i : i + 1] for h in self.high_res])
+
     @staticmethod
     def cat(parts: Sequence["FrameFeatures"]) -> "FrameFeatures":
         """Rows of several frames (e.g. of different sessions) as one batch."""

@@ -7,7 +7,9 @@ the last num_maskmem frames' memories and the last 16 frames' object pointers. N
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 
 import numpy as np
 import torch
@@ -200,40 +202,61 @@ class VideoTracker:
 
     def track(self, state: TrackerState, frame) -> TrackResult:
         """Segment every object on the next frame (HWC RGB uint8 at the session's size, or a tensor)."""
-        if isinstance(frame, torch.Tensor) and frame.ndim == 3 and frame.shape[0] == 3:
-            x = frame[None].to(self.device, torch.float32)  # already preprocessed (3, S, S)
-        else:
-            image = as_rgb_uint8(frame)
-            if image.shape[:2] != (state.height, state.width):
-                raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]}, session is {state.width}x{state.height}")
-            x = preprocess(image, self.cfg.image_size, self.device, self.resize)[None]
+        return self.track_batch([state], [frame])[0]
+
+    def track_batch(self, states: Sequence[TrackerState], frames: Sequence) -> list[TrackResult]:
+        """`track` for several independent sessions at once: their frames in one encoder call, and their
+        objects whose memory layouts agree in one tracking step. Each result is what `track` gives alone."""
+        if len({id(s) for s in states}) != len(states):
+            raise ValueError("a session can take one frame per batch")
+        x = torch.cat([self._input(state, frame) for state, frame in zip(states, frames)])  # (N, 3, S, S)
         with torch.inference_mode(), autocast(self.device, self.dtype):
-            return self._track(state, x)
+            feats = frame_features(self.model, x)
+            return self._track_batch(list(states), [feats.row(i) for i in range(len(states))])
 
-    def _track(self, state: TrackerState, x: torch.Tensor) -> TrackResult:
-        f = state.frame_idx
-        state.last_delta = StepDelta()
-        feats = frame_features(self.model, x)
-        outputs: dict[int, HeadOutput] = {}
+    def _input(self, state: TrackerState, frame) -> torch.Tensor:
+        """(1, 3, S, S) model input of a frame (HWC RGB uint8 at the session's size, or a preprocessed tensor)."""
+        if isinstance(frame, torch.Tensor) and frame.ndim == 3 and frame.shape[0] == 3:
+            return frame[None].to(self.device, torch.float32)
+        image = as_rgb_uint8(frame)
+        if image.shape[:2] != (state.height, state.width):
+            raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]}, session is {state.width}x{state.height}")
+        return preprocess(image, self.cfg.image_size, self.device, self.resize)[None]
 
-        for obj_id, prompt in list(state.pending.items()):
-            outputs[obj_id] = self._start_track(state, feats, f, obj_id, prompt)
-        state.pending.clear()
+    def _track_batch(self, states: list[TrackerState], feats: list[FrameFeatures]) -> list[TrackResult]:
+        outputs: list[dict[int, HeadOutput]] = [{} for _ in states]
+        waiting = []  # ((session k, track), selection) of every object tracked from memory
+        for k, state in enumerate(states):
+            f = state.frame_idx
+            state.last_delta = StepDelta()
+            for obj_id, prompt in list(state.pending.items()):
+                outputs[k][obj_id] = self._start_track(state, feats[k], f, obj_id, prompt)
+            state.pending.clear()
+            waiting += [((k, track), sel) for track, sel in self.memory_selections(state, f, exclude=outputs[k])]
 
-        remember = state.mode == "video"
-        for tracks, sels in group_by_layout(self.memory_selections(state, f, exclude=outputs)):
-            step = track_objects(self.model, feats.expand(len(tracks)), sels, self.fill_hole_area, remember)
-            for i, track in enumerate(tracks):
-                outputs[track.obj_id] = step.heads.row(i)
-                if remember:
-                    track.non_cond[f] = step.memory_entry(i)
-                    state.last_delta.put.append((track.obj_id, NON_COND, f))
+        for remember in (True, False):  # sessions of independent images add no memory: never mixed with videos
+            mine = [item for item in waiting if (states[item[0][0]].mode == "video") == remember]
+            for members, sels in group_by_layout(mine):
+                sessions = [k for k, _ in members]  # consecutive runs of one session share its frame's row
+                rows = FrameFeatures.cat([feats[k].expand(sum(1 for _ in run)) for k, run in groupby(sessions)])
+                step = track_objects(self.model, rows, sels, self.fill_hole_area, remember)
+                for i, (k, track) in enumerate(members):
+                    outputs[k][track.obj_id] = step.heads.row(i)
+                    if remember:
+                        f = states[k].frame_idx
+                        track.non_cond[f] = step.memory_entry(i)
+                        states[k].last_delta.put.append((track.obj_id, NON_COND, f))
 
-        self._evict(state, f)
-        state.frame_idx = f + 1
-        state.last_features = feats
-        results = [self._result(state, obj_id, outputs[obj_id]) for obj_id in state.objects if obj_id in outputs]
-        return TrackResult(f, results)
+        results = []
+        for k, state in enumerate(states):
+            f = state.frame_idx
+            self._evict(state, f)
+            state.frame_idx = f + 1
+            state.last_features = feats[k]
+            out = outputs[k]
+            results.append(TrackResult(f, [self._result(state, obj_id, out[obj_id]) for obj_id in state.objects
+                                           if obj_id in out]))
+        return results
 
     def memory_selections(self, state: TrackerState, f: int, exclude=()) -> list[tuple[ObjectTrack, MemorySelection]]:
         """Each tracked object's memories for frame f (objects in `exclude` or never prompted left out)."""

@@ -48,7 +48,7 @@ class Engine:
         self.metrics = metrics or Metrics()
         self.work = ModelWork(settings, model, self.metrics)
         self.scheduler = Scheduler(
-            {"encode": self._run_encode, "decode": self._run_decode, "call": _run_calls, "track": _run_calls,
+            {"encode": self._run_encode, "decode": self._run_decode, "call": _run_calls, "track": _run_track,
              "everything": self._run_everything},
             SchedulerConfig(max_batch=settings.max_batch, max_wait_s=settings.max_wait_ms / 1000.0,
                             aging_s=settings.priority_aging_ms / 1000.0, max_jobs=settings.queue_size),
@@ -141,9 +141,10 @@ class Engine:
         """Run fn() on the worker as an interactive step (a tracking session's prompt, removal, reset)."""
         return await self.submit("call", _single_step("call", fn))
 
-    async def track(self, fn: Callable[[], Any]) -> Any:
-        """Run fn() (one tracking frame) on the worker, at the tracking frames' priority."""
-        return await self.submit("tracking frame", _single_step("track", fn))
+    async def track(self, tracker, state, x: torch.Tensor):
+        """One tracking frame (x: (3, S, S) from `prepare`) of a session; frames of concurrent sessions are
+        tracked together (`VideoTracker.track_batch`)."""
+        return await self.submit("tracking frame", _single_step("track", (tracker, state, x), key=id(tracker)))
 
     async def submit(self, label: str, steps: JobSteps, timeout: float | None = None) -> Any:
         """Queue a job and await it; it is dropped between steps past its deadline or when its client leaves."""
@@ -249,8 +250,17 @@ class Engine:
                 log.exception("engine step failed")
 
 
-def _single_step(kind: str, fn: Callable[[], Any]) -> JobSteps:
-    return (yield Step(kind, fn))
+def _single_step(kind: str, payload: Any, key: Any = None) -> JobSteps:
+    return (yield Step(kind, payload, key))
+
+
+def _run_track(payloads: list[tuple]) -> list[Any]:
+    """Sessions' frames in one tracking batch; a failure fails them all (their states may have moved: no re-run)."""
+    tracker = payloads[0][0]
+    try:
+        return tracker.track_batch([state for _, state, _ in payloads], [x for _, _, x in payloads])
+    except Exception as exc:  # noqa: BLE001
+        return [exc] * len(payloads)
 
 
 def _run_calls(fns: list[Callable[[], Any]]) -> list[Any]:

@@ -210,7 +210,7 @@ class TrackSessions:
                                           f"{st.width}x{st.height}")
         x = await asyncio.to_thread(self.engine.prepare, rgb, self.tracker.resize)
         t0 = time.perf_counter()
-        result = await self.engine.track(lambda: self.tracker.track(st, x))
+        result = await self.engine.track(self.tracker, st, x)
         t1 = time.perf_counter()
         self.metrics.device_seconds.labels("tracker", self.engine.model.cfg.name).observe(t1 - t0)
         self.metrics.frames_tracked.inc()
