@@ -246,3 +246,49 @@ def test_a_store_outage_during_remove_object_and_reset_is_reported(engine, clip)
         ws.send_json({"type": "reset"})
         assert ws.receive_json()["code"] == "store_unavailable"
         assert recv(ws, "ack")["for"] == "reset"
+
+
+def test_concurrent_sessions_are_tracked_together_and_each_gets_its_own_masks(model, clip):
+    """Four sessions (1-3 objects, one starting two frames late) streaming at once share tracking steps."""
+    import threading
+
+    scripts = [
+        {0: [dict(obj_id=1, points=[[40, 48]], labels=[1])]},
+        {0: [dict(obj_id=1, box=[90, 10, 130, 50]), dict(obj_id=2, points=[[30, 30]], labels=[1])]},
+        {0: [dict(obj_id=1, points=[[60, 40]], labels=[1])], 3: [dict(obj_id=2, points=[[120, 70]], labels=[1])]},
+        {0: [dict(obj_id=7, points=[[100, 60]], labels=[1])]},
+    ]
+    offsets = [0, 0, 0, 2]
+    expected = [direct_run(model, clip[o:], {i: [("next", kw) for kw in s.get(i, [])] for i in s})
+                for s, o in zip(scripts, offsets)]
+    # max_wait lets the first frames of the sessions meet; steady state needs no wait (they queue behind each other)
+    with running_engine(model, max_batch=8, max_wait_ms=50) as eng, TestClient(app_for(eng)) as client:
+        got: list[list] = [[] for _ in scripts]
+        go = threading.Barrier(len(scripts))
+
+        def session(k: int) -> None:
+            with client.websocket_connect("/v1/track") as ws:
+                start(ws)
+                go.wait()
+                for i, frame in enumerate(clip[offsets[k]:]):
+                    for kw in scripts[k].get(i, []):
+                        ws.send_json({"type": "prompt", **kw})
+                        recv(ws, "ack")
+                    ws.send_bytes(png(frame))
+                    got[k].append(recv(ws, "masks"))
+
+        threads = [threading.Thread(target=session, args=(k,)) for k in range(len(scripts))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        batches = eng.metrics.value("sam2_step_batch_count", {"kind": "track"})
+        frames = eng.metrics.value("sam2_step_batch_sum", {"kind": "track"})
+    assert frames == sum(len(clip) - o for o in offsets)
+    assert batches < frames  # some steps carried several sessions' frames
+    for k, (msgs, exp) in enumerate(zip(got, expected)):
+        assert len(msgs) == len(exp), k
+        for msg, e in zip(msgs, exp):
+            assert [o["obj_id"] for o in msg["objects"]] == [o.obj_id for o in e.objects]
+            for o, eo in zip(msg["objects"], e.objects):
+                np.testing.assert_array_equal(decode_rle(o["rle"]), eo.mask)
