@@ -205,7 +205,11 @@ class ModelWork:
     def everything_steps(self, image: ImageInput, params: dict):
         """Segment everything as a generator: one crop encode or one batch of points per next(), reusing the
         image's features; its return value is the records."""
-        amg = AutomaticMaskGenerator(self.model, output_mode="coco_rle", dtype=self.dtype, **params)
+        # points per step bound how long a click waits behind this job; the masks do not depend on it
+        step = self.settings.everything_step_points or (64 if self.device.type == "cuda" else 8)
+        step = min(params.get("points_per_batch", 64), step)
+        amg = AutomaticMaskGenerator(self.model, output_mode="coco_rle", dtype=self.dtype,
+                                     **{**params, "points_per_batch": step})
         rgb = image.rgb
         if rgb is None:  # from an image_id without crops: the pixels are never looked at
             h, w = image.orig_hw

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     everything_timeout: float = Field(
         300.0, gt=0, description="seconds a segment-everything job may take, queueing included, before a 503"
     )
+    everything_step_points: int | None = Field(
+        None, ge=1, le=1024, description="points of a segment-everything job per step (a click waits for one step "
+        "at most); unset: 8 on CPU, 64 on CUDA"
+    )
     priority_aging_ms: float = Field(
         2000.0, gt=0, description="a step that waited this long moves up one priority class (no starvation)"
     )
