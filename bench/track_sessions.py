@@ -39,11 +39,11 @@ def serve(image_size: int, redis_url: str | None, log: Path, device: str = "cpu"
     return ServeProcess(log, args, env, ready_timeout=300)
 
 
-def metric_sum(port: int, name: str) -> tuple[float, float]:
+def metric_sum(port: int, name: str, labels: str = "") -> tuple[float, float]:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-    total = float(re.search(rf"^{name}_sum (\S+)", text, re.M).group(1))
-    count = float(re.search(rf"^{name}_count (\S+)", text, re.M).group(1))
-    return total, count
+    total = re.search(rf"^{name}_sum{re.escape(labels)} (\S+)", text, re.M)
+    count = re.search(rf"^{name}_count{re.escape(labels)} (\S+)", text, re.M)
+    return (float(total.group(1)), float(count.group(1))) if total and count else (0.0, 0.0)
 
 
 def run_sessions(port: int, n_sessions: int, frames) -> dict:
@@ -62,7 +62,8 @@ def run_sessions(port: int, n_sessions: int, frames) -> dict:
         with lock:
             latencies.extend(mine[2:])  # the first frames carry the prompt and start-up
 
-    before = [metric_sum(port, "sam2_store_write_seconds"), metric_sum(port, "sam2_store_write_bytes")]
+    before = [metric_sum(port, "sam2_store_write_seconds"), metric_sum(port, "sam2_store_write_bytes"),
+              metric_sum(port, 'sam2_step_batch', '{kind="track"}')]
     threads = [threading.Thread(target=one) for _ in range(n_sessions)]
     t0 = time.perf_counter()
     for t in threads:
@@ -70,7 +71,8 @@ def run_sessions(port: int, n_sessions: int, frames) -> dict:
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    after = [metric_sum(port, "sam2_store_write_seconds"), metric_sum(port, "sam2_store_write_bytes")]
+    after = [metric_sum(port, "sam2_store_write_seconds"), metric_sum(port, "sam2_store_write_bytes"),
+             metric_sum(port, 'sam2_step_batch', '{kind="track"}')]
     writes = after[0][1] - before[0][1]
     lat = sorted(latencies)
     return {
@@ -79,6 +81,7 @@ def run_sessions(port: int, n_sessions: int, frames) -> dict:
         "p99": lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1e3,
         "store_ms": (after[0][0] - before[0][0]) / max(writes, 1) * 1e3,
         "store_kib": (after[1][0] - before[1][0]) / max(writes, 1) / 1024,
+        "batch": (after[2][0] - before[2][0]) / max(after[2][1] - before[2][1], 1),
     }
 
 
@@ -105,11 +108,12 @@ def main() -> None:
         redis.stop()
     print(f"\n/v1/track, tiny @ {args.image_size}px, 640x480 PNG frames, {args.frames} frames per session, "
           f"1 object, fp32 CPU")
-    print("| store | sessions | frames/s (all) | p50 ms/frame | p99 ms/frame | store ms/write | store KiB/write |")
-    print("|---|---|---|---|---|---|---|")
+    print("| store | sessions | frames/s (all) | p50 ms/frame | p99 ms/frame | store ms/write | store KiB/write "
+          "| sessions per tracking step |")
+    print("|---|---|---|---|---|---|---|---|")
     for store, n, r in rows:
         print(f"| {store} | {n} | {r['fps']:.2f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['store_ms']:.2f} | "
-              f"{r['store_kib']:.1f} |")
+              f"{r['store_kib']:.1f} | {r['batch']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,9 @@ class Engine:
         self.scheduler = Scheduler(
             {"encode": self._run_encode, "decode": self._run_decode, "call": _run_calls, "track": _run_track,
              "everything": self._run_everything},
-            SchedulerConfig(max_batch=settings.max_batch, max_wait_s=settings.max_wait_ms / 1000.0,
+            SchedulerConfig(max_batch=settings.track_batch,
+                            encode_batch=settings.max_batch or (8 if self.work.device.type == "cuda" else 1),
+                            max_wait_s=settings.max_wait_ms / 1000.0,
                             aging_s=settings.priority_aging_ms / 1000.0, max_jobs=settings.queue_size),
             self.metrics, is_oom=lambda exc: isinstance(exc, torch.cuda.OutOfMemoryError),
             on_oom=self.work.empty_cache,

@@ -53,7 +53,8 @@ class Overloaded(Exception):
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    max_batch: int = 8  # steps per batch (encoder images, sessions, decodes)
+    max_batch: int = 8  # steps per batch (tracking sessions, decodes)
+    encode_batch: int = 8  # images per encoder call
     max_wait_s: float = 0.005  # an encode waits this long for others to share its batch
     aging_s: float = 2.0  # a step that waited this long moves up one priority class
     max_jobs: int = 64  # jobs queued or in progress
@@ -122,7 +123,7 @@ class Scheduler:
             return 0.0
         enc = self._pending["encode"]
         if enc:
-            if len(enc) >= self.config.max_batch:
+            if len(enc) >= self.config.encode_batch:
                 return 0.0
             return max(0.0, min(j.step_since for j in enc) + self.config.max_wait_s - now)
         return idle_wait
@@ -190,7 +191,7 @@ class Scheduler:
             if not jobs:
                 continue
             oldest = min(j.step_since for j in jobs)
-            if kind == "encode" and len(jobs) < self.config.max_batch and now - oldest < self.config.max_wait_s:
+            if kind == "encode" and len(jobs) < self.config.encode_batch and now - oldest < self.config.max_wait_s:
                 continue  # not due yet: more uploads may join
             score = rank - (now - oldest) / self.config.aging_s
             if best is None or score < best[0]:
@@ -202,7 +203,8 @@ class Scheduler:
         first = jobs[0]
         batch = [first]
         if first.step.key is not None:
-            batch += [j for j in jobs[1:] if j.step.key == first.step.key][: self.config.max_batch - 1]
+            limit = self.config.encode_batch if kind == "encode" else self.config.max_batch
+            batch += [j for j in jobs[1:] if j.step.key == first.step.key][: limit - 1]
         if self.metrics is not None:
             for job in batch:
                 self.metrics.step_wait.labels(kind).observe(now - job.step_since)

@@ -37,7 +37,11 @@ class Settings(BaseSettings):
     demo: bool = Field(True, description="serve the web page at / and /demo")
 
     # the engine
-    max_batch: int = Field(8, ge=1, le=256, description="most images per encoder call")
+    max_batch: int | None = Field(
+        None, ge=1, le=256, description="most images per encoder call; unset: 1 on CPU (batching gains nothing "
+        "there), 8 on CUDA (2.3x the images/s of single calls on an H200)"
+    )
+    track_batch: int = Field(8, ge=1, le=256, description="most tracking sessions (and prompt sets) per step")
     max_wait_ms: float = Field(5.0, ge=0, description="how long a job waits for others to share its encoder call")
     queue_size: int = Field(64, ge=1, description="jobs waiting for the model at most; more get 503")
     request_timeout: float = Field(30.0, gt=0, description="seconds a job may wait in the queue before a 503")

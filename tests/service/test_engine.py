@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from pycocotools import mask as coco_mask
 
 from model_core import ImagePredictor
@@ -87,8 +88,7 @@ async def test_a_request_past_its_deadline_gets_503_and_never_runs(busy_engine):
         assert r.json()["type"].endswith("queue-timeout")
         await held
         assert busy_engine.metrics.value("sam2_encoder_runs_total") == runs  # dropped before its encode
-        ok = await c.post("/v1/segment", json={"image": b64(data), "objects": [CLICK]})
-        assert ok.status_code == 200  # the engine goes on
+        assert await busy_engine.call(lambda: "still here") == "still here"  # the engine goes on
 
 
 async def test_a_full_queue_answers_503_at_once(tiny_model, image_png):
@@ -149,3 +149,22 @@ async def test_a_client_that_leaves_cancels_its_remaining_steps(tiny_model, imag
         await asyncio.sleep(0.3)
         assert engine.metrics.value("sam2_cancelled_steps_total") == 1
         assert engine.metrics.value("sam2_step_batch_count", {"kind": "everything"}) <= steps + 1
+
+
+async def test_an_encode_batch_with_a_broken_image_fails_only_that_request(tiny_model):
+    """A step that raises inside a shared batch: the batch is re-run a job at a time; the others are answered."""
+    from service.model_work import ImageInput as Input
+
+    good = [make_image(seed=500 + i) for i in range(3)]
+    with running_engine(tiny_model, max_batch=4, max_wait_ms=500) as engine:
+        inputs = [Input(f"img{i}", img.shape[:2], pixels=engine.prepare(img)) for i, img in enumerate(good)]
+        broken = Input("broken", (10, 10), pixels=torch.zeros(3, 7, 7))  # not the encoder's input size
+        results = await asyncio.gather(*[engine.embed(x, NO_AUTH_TENANT) for x in [inputs[0], broken, *inputs[1:]]],
+                                       return_exceptions=True)
+        assert isinstance(results[1], RuntimeError)
+        alone = ImagePredictor(tiny_model)
+        for img, entry in zip(good, [results[0], *results[2:]]):
+            alone.set_image(img)
+            assert (entry.features.image_embed - alone.get_image_embedding()).abs().max().item() < 1e-4
+        # the batch of four failed as a whole and was re-run a job at a time: three good steps were recorded
+        assert engine.metrics.value("sam2_step_batch_count", {"kind": "encode"}) == 3

@@ -81,7 +81,7 @@ def test_aging_lets_a_long_waiting_background_step_overtake_fresh_clicks():
 
 def test_steps_with_an_equal_key_share_a_batch_up_to_max_batch():
     rec = Recorder()
-    s = scheduler(rec, max_batch=3)
+    s = scheduler(rec, encode_batch=3)
     for i in range(4):
         submit(s, one_step("encode", i, key="image"))
     submit(s, one_step("encode", "other", key="frame"))
@@ -95,7 +95,7 @@ def test_steps_with_an_equal_key_share_a_batch_up_to_max_batch():
 
 def test_an_encode_waits_up_to_max_wait_for_company():
     rec = Recorder()
-    s = scheduler(rec, max_batch=4, max_wait_s=0.2)
+    s = scheduler(rec, encode_batch=4, max_wait_s=0.2)
     submit(s, one_step("encode", "a", key="image"))
     assert not s.tick()  # not due yet
     submit(s, one_step("encode", "b", key="image"))
@@ -127,7 +127,7 @@ def test_out_of_memory_splits_the_batch_and_retries():
             raise OOM()
         return [p * 10 for p in payloads]
 
-    s = Scheduler({"encode": encode}, SchedulerConfig(max_batch=8, max_wait_s=0.0),
+    s = Scheduler({"encode": encode}, SchedulerConfig(encode_batch=8, max_wait_s=0.0),
                   is_oom=lambda exc: isinstance(exc, OOM))
     jobs = [submit(s, one_step("encode", i, key="image")) for i in range(8)]
     drain(s)
