@@ -64,11 +64,7 @@ class Engine:
     dtype_name = property(lambda self: self.work.dtype_name)
     cache = property(lambda self: self.work.cache)
     model_key = property(lambda self: self.work.model_key)
-
-    @property
-    def mask_input_size(self) -> int:
-        """Side of the low-resolution mask prompt (4x the embedding side: 256 at 1024 px)."""
-        return self.model.sam_prompt_encoder.mask_input_size[0]
+    mask_input_size = property(lambda self: self.work.mask_input_size)
 
     def cache_key(self, tenant: str, image_id: str) -> tuple:
         return self.work.cache_key(tenant, image_id)
