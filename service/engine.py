@@ -66,15 +66,12 @@ class Engine:
     model_key = property(lambda self: self.work.model_key)
     mask_input_size = property(lambda self: self.work.mask_input_size)
 
-    def cache_key(self, tenant: str, image_id: str) -> tuple:
-        return self.work.cache_key(tenant, image_id)
-
     def lookup(self, tenant: str, image_id: str) -> CachedImage | None:
         return self.work.lookup(tenant, image_id)
 
     def remember(self, tenant: str, image_id: str, entry: CachedImage) -> None:
         """Cache features under another id of the same image (an `image_id` the client chose)."""
-        self.cache.put(self.cache_key(tenant, image_id), entry)
+        self.cache.put(self.work.cache_key(tenant, image_id), entry)
 
     def prepare(self, rgb):
         return self.work.prepare(rgb)
