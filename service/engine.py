@@ -72,21 +72,14 @@ class Engine:
     dtype_name = property(lambda self: self.work.dtype_name)
     cache = property(lambda self: self.work.cache)
     model_key = property(lambda self: self.work.model_key)
-
-    @property
-    def mask_input_size(self) -> int:
-        """Side of the low-resolution mask prompt (4x the embedding side: 256 at 1024 px)."""
-        return self.model.sam_prompt_encoder.mask_input_size[0]
-
-    def cache_key(self, tenant: str, image_id: str) -> tuple:
-        return self.work.cache_key(tenant, image_id)
+    mask_input_size = property(lambda self: self.work.mask_input_size)
 
     def lookup(self, tenant: str, image_id: str) -> CachedImage | None:
         return self.work.lookup(tenant, image_id)
 
     def remember(self, tenant: str, image_id: str, entry: CachedImage) -> None:
         """Cache features under another id of the same image (an `image_id` the client chose)."""
-        self.cache.put(self.cache_key(tenant, image_id), entry)
+        self.cache.put(self.work.cache_key(tenant, image_id), entry)
 
     def prepare(self, rgb: np.ndarray, resize: str = "bilinear") -> torch.Tensor:
         return self.work.prepare(rgb, resize)

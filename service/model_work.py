@@ -102,6 +102,11 @@ class ModelWork:
     def dtype_name(self) -> str:
         return dtype_name(self.dtype)
 
+    @property
+    def mask_input_size(self) -> int:
+        """Side of the low-resolution mask prompt (4x the embedding side: 256 at 1024 px)."""
+        return self.model.sam_prompt_encoder.mask_input_size[0]
+
     # ---- for handlers ---------------------------------------------------------------------------------
 
     def cache_key(self, tenant: str, image_id: str) -> tuple:
