@@ -22,7 +22,7 @@ def test_one_step_over_two_sessions_equals_each_session_alone():
     for i in range(2):
         tracker.track(a, clip[i])
         tracker.track(b, clip[3 + i])
-    x_a, x_b = (preprocess(f, model.image_size)[None] for f in (clip[2], clip[5]))
+    x_a, x_b = (preprocess(f, model.image_size, resize=tracker.resize)[None] for f in (clip[2], clip[5]))
     with torch.inference_mode():
         pairs = tracker.memory_selections(a, a.frame_idx) + tracker.memory_selections(b, b.frame_idx)
         [(tracks, sels)] = group_by_layout(pairs)  # equal layouts: one batch across the two sessions
