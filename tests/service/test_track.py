@@ -249,33 +249,48 @@ def test_a_store_outage_during_remove_object_and_reset_is_reported(engine, clip)
 
 
 def test_concurrent_sessions_are_tracked_together_and_each_gets_its_own_masks(model, clip):
-    """Four sessions (1-3 objects, one starting two frames late) streaming at once share tracking steps."""
+    """Four sessions streaming at once share tracking steps: 1-3 objects, one starting two frames late, one with a
+    correction on the current frame, one that drops its socket after frame 3 and resumes on a new one."""
     import threading
 
     scripts = [
-        {0: [dict(obj_id=1, points=[[40, 48]], labels=[1])]},
-        {0: [dict(obj_id=1, box=[90, 10, 130, 50]), dict(obj_id=2, points=[[30, 30]], labels=[1])]},
-        {0: [dict(obj_id=1, points=[[60, 40]], labels=[1])], 3: [dict(obj_id=2, points=[[120, 70]], labels=[1])]},
-        {0: [dict(obj_id=7, points=[[100, 60]], labels=[1])]},
+        {0: [("next", dict(obj_id=1, points=[[40, 48]], labels=[1]))]},
+        {0: [("next", dict(obj_id=1, box=[90, 10, 130, 50])), ("next", dict(obj_id=2, points=[[30, 30]], labels=[1]))]},
+        {0: [("next", dict(obj_id=1, points=[[60, 40]], labels=[1]))],
+         3: [("next", dict(obj_id=2, points=[[120, 70]], labels=[1]))],
+         (4, "after"): [("current", dict(obj_id=1, points=[[70, 50]], labels=[0]))]},
+        {0: [("next", dict(obj_id=7, points=[[100, 60]], labels=[1]))]},
     ]
-    offsets = [0, 0, 0, 2]
-    expected = [direct_run(model, clip[o:], {i: [("next", kw) for kw in s.get(i, [])] for i in s})
-                for s, o in zip(scripts, offsets)]
+    offsets, resume_after = [0, 0, 0, 2], {0: 3}
+    expected = [direct_run(model, clip[o:], sc) for sc, o in zip(scripts, offsets)]
     # max_wait lets the first frames of the sessions meet; steady state needs no wait (they queue behind each other)
     with running_engine(model, max_batch=8, max_wait_ms=50) as eng, TestClient(app_for(eng)) as client:
         got: list[list] = [[] for _ in scripts]
         go = threading.Barrier(len(scripts))
 
         def session(k: int) -> None:
-            with client.websocket_connect("/v1/track") as ws:
-                start(ws)
-                go.wait()
-                for i, frame in enumerate(clip[offsets[k]:]):
-                    for kw in scripts[k].get(i, []):
-                        ws.send_json({"type": "prompt", **kw})
-                        recv(ws, "ack")
-                    ws.send_bytes(png(frame))
+            frames = clip[offsets[k]:]
+            ws_cm = client.websocket_connect("/v1/track")
+            ws = ws_cm.__enter__()
+            hello = start(ws)
+            go.wait()
+            for i, frame in enumerate(frames):
+                if resume_after.get(k) == i:  # drop the socket, resume the session on a new one
+                    ws_cm.__exit__(None, None, None)
+                    ws_cm = client.websocket_connect("/v1/track")
+                    ws = ws_cm.__enter__()
+                    ws.send_json({"type": "resume", "session_id": hello["session_id"],
+                                  "resume_token": hello["resume_token"]})
+                    assert recv(ws, "session")["frame_idx"] == i
+                for _, kw in scripts[k].get(i, []):
+                    ws.send_json({"type": "prompt", **kw})
+                    recv(ws, "ack")
+                ws.send_bytes(png(frame))
+                got[k].append(recv(ws, "masks"))
+                for _, kw in scripts[k].get((i, "after"), []):
+                    ws.send_json({"type": "prompt", "frame": "current", **kw})
                     got[k].append(recv(ws, "masks"))
+            ws_cm.__exit__(None, None, None)
 
         threads = [threading.Thread(target=session, args=(k,)) for k in range(len(scripts))]
         for t in threads:
@@ -289,6 +304,7 @@ def test_concurrent_sessions_are_tracked_together_and_each_gets_its_own_masks(mo
     for k, (msgs, exp) in enumerate(zip(got, expected)):
         assert len(msgs) == len(exp), k
         for msg, e in zip(msgs, exp):
-            assert [o["obj_id"] for o in msg["objects"]] == [o.obj_id for o in e.objects]
-            for o, eo in zip(msg["objects"], e.objects):
+            e_objects = e.objects if hasattr(e, "objects") else [e]
+            assert [o["obj_id"] for o in msg["objects"]] == [o.obj_id for o in e_objects]
+            for o, eo in zip(msg["objects"], e_objects):
                 np.testing.assert_array_equal(decode_rle(o["rle"]), eo.mask)
