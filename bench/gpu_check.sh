@@ -7,7 +7,7 @@
 # Writes OUT_DIR/results.jsonl, OUT_DIR/results.md (the table), OUT_DIR/gpu_tests.xml and one log per part.
 # Each part runs under its own time limit and a failed part does not stop the others (exit status 1 then).
 # GPU_CHECK_ARGS: extra flags for bench/gpu_measure.py (e.g. "--models t,l").
-# --smoke: every part on the CPU with the tiny model at 256 px (CI runs it so that the script never rots).
+# --smoke: every part on the CPU with the tiny model at 128 px (CI runs it so that the script never rots).
 # On a bare GPU machine without the project's dependencies, run `bench/gpu_wheels.sh` on a machine with
 # pip access first: it fills .whl/ (wheels + the reference), which this script installs to a temp folder.
 set -uo pipefail
@@ -39,7 +39,7 @@ fi
 torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')" | tee "$OUT_DIR/device.txt"
 
 if [ -n "$SMOKE" ]; then
-  export SAM2_TEST_DEVICE=cpu SAM2_GPU_TEST_MODELS=sam2.1_hiera_tiny SAM2_GPU_TEST_SIZE=256
+  export SAM2_TEST_DEVICE=cpu SAM2_GPU_TEST_MODELS=sam2.1_hiera_tiny SAM2_GPU_TEST_SIZE=128
   declare -A LIMIT=([tests]=300 [image]=200 [video]=300 [service]=300 [amg]=200 [profile]=200 [compile]=1)
   ONLY=${ONLY/compile/}  # compiling takes minutes on a CPU
 else
@@ -50,7 +50,8 @@ status=0
 for part in $ONLY; do
   start=$(date +%s)
   if [ "$part" = tests ]; then
-    timeout -k 5 "${LIMIT[$part]}" "$PY" -m pytest -q -p no:cacheprovider -m gpu \
+    # smoke: bf16 is left out (on CPU, with random weights, it misses the 0.99 bar: README, GPU)
+    timeout -k 5 "${LIMIT[$part]}" "$PY" -m pytest -q -p no:cacheprovider -m gpu ${SMOKE:+-k "not bf16"} \
       tests/model_core/test_gpu_fidelity.py --junitxml="$OUT_DIR/gpu_tests.xml" > "$OUT_DIR/tests.log" 2>&1
   else
     timeout -k 5 "${LIMIT[$part]}" "$PY" bench/gpu_measure.py "$part" --out "$OUT_DIR" $SMOKE ${GPU_CHECK_ARGS:-} \

@@ -33,7 +33,7 @@ class Run:
     def __init__(self, args) -> None:
         self.smoke = args.smoke
         self.device = "cpu" if args.smoke else "cuda"
-        self.size = 256 if args.smoke else 1024
+        self.size = 128 if args.smoke else 1024
         self.ours_dtype = torch.float32 if args.smoke else torch.float16
         self.ref_dtype = torch.float32 if args.smoke else torch.bfloat16
         self.out = Path(args.out)
@@ -217,7 +217,7 @@ def part_video(run: Run, args) -> None:
 
         ours = ours_from_reference(ref, name, run.size).to(run.device)
         tracker = VideoTracker(ours, dtype=run.ours_dtype)
-        for k in (1, 8):
+        for k in ((1, 2) if run.smoke else (1, 8)):
             state = tracker.new_state(480, 640)
             for i, (x, y) in enumerate(_prompts(k)):
                 tracker.add_prompt(state, i + 1, points=[[x, y]], labels=[1])

@@ -1,4 +1,4 @@
-"""bench/gpu_check.sh --smoke: every part of the GPU check runs on the CPU (tiny, 256 px), so it never rots."""
+"""bench/gpu_check.sh --smoke: every part of the GPU check runs on the CPU (tiny, 128 px), so it never rots."""
 
 import json
 import subprocess
