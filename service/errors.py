@@ -70,6 +70,10 @@ def too_large(detail: str) -> Problem:
     return Problem(413, "image-too-large", "Image too large", detail)
 
 
+def too_complex(detail: str) -> Problem:
+    return Problem(413, "too-complex", "Request too complex", detail)
+
+
 def unsupported_media(detail: str) -> Problem:
     return Problem(415, "unsupported-media-type", "Unsupported media type", detail)
 
@@ -109,6 +113,34 @@ def validation_problem(errors: list[dict]) -> Problem:
     clean = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
              for e in errors]
     return Problem(422, "validation", "Request validation failed", "; ".join(msgs) + more, errors=clean)
+
+
+class CrashGuardMiddleware:
+    """Answers an exception that escaped every handler with a 500 problem and keeps it inside the app, so the
+    server does not reset the keep-alive connection (Starlette's outer handler re-raises)."""
+
+    def __init__(self, app, count_error=lambda kind: None) -> None:
+        self.app, self.count_error = app, count_error
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:  # noqa: BLE001 - ours to log; the client gets a plain 500
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            self.count_error("internal")
+            if not started:
+                problem = Problem(500, "internal", "Internal server error", "the server failed; see its log")
+                await problem.response(scope.get("path"))(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI, count_error) -> None:

@@ -26,6 +26,20 @@ JSON_TYPES = ("application/json",)
 FORM_TYPE = "multipart/form-data"
 
 
+def parse_json(raw: bytes | str, settings: Settings, what: str = "the body"):
+    """JSON text -> Python data, its size of structure bounded before parsing: 413 for too many objects and arrays,
+    400 for nesting too deep for the parser."""
+    text = raw.encode("utf-8", "replace") if isinstance(raw, str) else raw
+    containers = text.count(b"{") + text.count(b"[")  # an upper bound (brackets inside strings count too)
+    if containers > settings.max_json_containers:
+        raise errors.too_complex(f"{what} holds up to {containers} JSON objects and arrays, over the limit of "
+                                 f"{settings.max_json_containers} (SAM2_MAX_JSON_CONTAINERS)")
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise errors.bad_request(f"{what} is JSON nested too deeply") from None
+
+
 def _validate(model: type[M], data: dict) -> M:
     try:
         return model.model_validate(data)
@@ -46,7 +60,7 @@ async def read_request(
 
         def parse() -> tuple[M, bytes | None]:  # megabytes of JSON and base64: off the event loop
             try:
-                data = json.loads(raw)
+                data = parse_json(raw, settings)
             except (ValueError, UnicodeDecodeError):
                 raise errors.bad_request("the body is not valid JSON") from None
             if not isinstance(data, dict):
@@ -67,7 +81,8 @@ async def _read_form(
     request: Request, model: type[M], settings: Settings, json_fields: tuple[str, ...]
 ) -> tuple[M, bytes | None]:
     try:
-        form = await request.form(max_files=1, max_fields=32, max_part_size=settings.max_request_bytes)
+        form = await request.form(max_files=1 + len(json_fields), max_fields=32,
+                                  max_part_size=settings.max_request_bytes)
     except HTTPException as exc:
         raise errors.bad_request(f"malformed multipart body: {exc.detail}") from None
     data: dict = {}
@@ -85,12 +100,14 @@ async def _read_form(
                 value = (await value.read()).decode("utf-8", errors="replace")
             if name in json_fields:
                 try:
-                    value = json.loads(value)
+                    value = parse_json(value, settings, f"field {name!r}")
                 except ValueError:
                     raise errors.bad_request(f"field {name!r} must hold JSON") from None
             data[name] = value
     finally:
         await form.close()
+    if not data and image is None:
+        raise errors.bad_request("malformed multipart body: no parts found (is the boundary right?)")
     return _validate(model, data), image
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
@@ -16,6 +17,8 @@ EXAMPLE_PNG = (
     "ERERERERERERERERERHRmu+IiIiIiIiIiIiIiIiIiIhozU9ERERERERERERERERERES05jciIiIiIiIiIiIiIiIiIiJa8wcRERERERER"
     "ERERERERERGt+YuIiIiIiIiIiIiIiIiIiIjWnIiIiIiIiIiIiIiIiIiIiOgfT9VLkbfUNOwAAAAASUVORK5CYII="
 )
+
+CONTENT_ID = re.compile(r"^[0-9a-fA-F]{64}$")
 
 ImageId = Annotated[
     str,
@@ -45,7 +48,7 @@ class RLE(_Strict):
     size: Annotated[list[Annotated[int, Field(ge=1, le=1 << 16)]], Field(min_length=2, max_length=2)] = Field(
         description="[height, width]"
     )
-    counts: Union[Annotated[str, Field(max_length=1 << 22)], Annotated[list[Annotated[int, Field(ge=0)]],
+    counts: Union[Annotated[str, Field(max_length=1 << 22)], Annotated[list[Annotated[int, Field(ge=0, le=1 << 32)]],
                                                                       Field(max_length=1 << 22)]] = Field(
         description="compressed counts string (pycocotools), or the uncompressed list of run lengths"
     )
@@ -137,6 +140,14 @@ class EmbedRequest(_ImageSource):
     """An image to encode and cache; `image_id` names it (default: the sha256 of the bytes)."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"image": EXAMPLE_PNG}]})
+
+    @field_validator("image_id")
+    @classmethod
+    def _not_a_content_hash(cls, value):
+        """64 hex digits are content ids, only ever computed by the server: a caller may not plant one."""
+        if value is not None and CONTENT_ID.match(value):
+            raise ValueError("64 hex digits are reserved for content hashes the server computes: choose another name")
+        return value
 
 
 class EverythingRequest(_ImageSource):

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from . import DEFAULT_MAX_IMAGE_PIXELS
+
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -44,11 +46,16 @@ class Settings(BaseSettings):
     # limits
     max_image_bytes: int = Field(20 << 20, ge=1, description="largest image upload, in bytes")
     max_image_pixels: int = Field(
-        4096 * 4096, ge=1, description="largest image, width x height, read from the header before decoding"
+        DEFAULT_MAX_IMAGE_PIXELS, ge=1,
+        description="largest image, width x height: read from the header before decoding, and OpenCV's own "
+                    "decode-time limit (set when the process starts)"
     )
     max_objects: int = Field(32, ge=1, description="objects (prompt sets) per /v1/segment request")
     max_points: int = Field(64, ge=1, description="points per object")
     max_points_per_side: int = Field(64, ge=1, description="largest points_per_side of /v1/segment/everything")
+    max_json_containers: int = Field(
+        10_000, ge=1, description="JSON objects and arrays per request body (or multipart field), counted before parsing"
+    )
     max_crop_layers: int = Field(2, ge=0, description="largest crop_n_layers of /v1/segment/everything")
 
     # /v1/track sessions
