@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, WithJsonSchema, field_validator, model_validator,
+)
 
 # a 32x24 PNG (a green box on a gradient): the examples in /docs run as they are
 EXAMPLE_PNG = (
@@ -172,6 +174,51 @@ class EverythingRequest(_ImageSource):
 
     def amg_params(self) -> dict:
         return self.model_dump(exclude={"image", "image_id", "mask_format"})
+
+
+# ---- /v1/track messages (docs/protocol.md): the same prompt checks as REST, strict types -------------------
+
+
+class TrackStart(BaseModel):
+    """{"type": "start", ...}: a new tracking session."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    type: Literal["start"] = "start"
+    model: StrictStr | None = None
+    image_size: StrictInt | None = None
+    mode: Literal["video", "images"] = "video"
+    width: Annotated[StrictInt, Field(ge=1)] | None = None
+    height: Annotated[StrictInt, Field(ge=1)] | None = None
+
+
+class TrackResume(BaseModel):
+    """{"type": "resume", "session_id", "resume_token"}."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    type: Literal["resume"] = "resume"
+    session_id: Annotated[StrictStr, Field(max_length=128)]
+    resume_token: Annotated[StrictStr, Field(max_length=128)]
+
+
+class TrackRemove(BaseModel):
+    """{"type": "remove_object", "obj_id"}."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["remove_object"] = "remove_object"
+    obj_id: StrictInt
+
+
+class TrackPrompt(ObjectPrompt):
+    """{"type": "prompt", ...}: one object's prompts with REST's checks (`mask` is REST's `mask_input`)."""
+
+    type: Literal["prompt"] = "prompt"
+    obj_id: StrictInt
+    frame: Literal["next", "current"] = "next"
+    update_memory: StrictBool = True
+    mask_input: RLE | None = Field(None, validation_alias="mask")
 
 
 # ---- responses --------------------------------------------------------------------------------------------

@@ -23,6 +23,11 @@ class VersionConflict(RuntimeError):
     """Another writer moved the session on (e.g. it was resumed elsewhere)."""
 
 
+class IncompleteSession(KeyError):
+    """Some of a session's keys are gone (e.g. Redis evicted one under `allkeys-lru`): it cannot be resumed, and
+    a live writer must rewrite it in full."""
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -70,7 +75,13 @@ class SessionStore:
         """Apply one step (or, with replace=True, a full rewrite); returns the new version."""
         raise NotImplementedError
 
+    async def claim(self, session_id: str, expected_version: int) -> int:
+        """Take the session over (a resume): bump its version if it is still `expected_version`, so that every
+        earlier writer is refused from now on; returns the new version."""
+        raise NotImplementedError
+
     async def load(self, session_id: str) -> StoredSession | None:
+        """The session, None if it does not exist; IncompleteSession if some of its keys are gone."""
         raise NotImplementedError
 
     async def delete(self, session_id: str) -> None:
@@ -106,8 +117,9 @@ class MemoryStore(SessionStore):
         return item[1]
 
     async def create(self, record, header, entries, ttl):
-        async with self._lock:
-            self._data[record.session_id] = (time.monotonic() + ttl, StoredSession(record, header, dict(entries)))
+        async with self._lock:  # a copy: the caller's record must not be the stored one (one writer per version)
+            stored = StoredSession(SessionRecord(**record.__dict__), header, dict(entries))
+            self._data[record.session_id] = (time.monotonic() + ttl, stored)
 
     async def write(self, session_id, expected_version, header, puts, deletes, ttl, replace=False):
         async with self._lock:
@@ -122,6 +134,16 @@ class MemoryStore(SessionStore):
                 entries.pop(k, None)
             s.record.version += 1
             self._data[session_id] = (time.monotonic() + ttl, StoredSession(s.record, header, entries))
+            return s.record.version
+
+    async def claim(self, session_id, expected_version):
+        async with self._lock:
+            s = self._live(session_id)
+            if s is None:
+                raise KeyError(session_id)
+            if s.record.version != expected_version:
+                raise VersionConflict(f"session {session_id} is at version {s.record.version}, not {expected_version}")
+            s.record.version += 1
             return s.record.version
 
     async def load(self, session_id):
@@ -143,6 +165,9 @@ _WRITE_LUA = """
 local v = redis.call('HGET', KEYS[1], 'version')
 if not v then return -1 end
 if tonumber(v) ~= tonumber(ARGV[1]) then return -2 end
+local n_entries = redis.call('HGET', KEYS[1], 'n_entries')
+if ARGV[4] ~= '1' and (redis.call('EXISTS', KEYS[2]) == 0
+    or (n_entries and tonumber(n_entries) ~= redis.call('HLEN', KEYS[3]))) then return -3 end
 local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ttl)
 if ARGV[4] == '1' then redis.call('DEL', KEYS[3]) end
@@ -157,9 +182,18 @@ while i <= #ARGV do
   i = i + 1
 end
 local nv = redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'n_entries', redis.call('HLEN', KEYS[3]))
 redis.call('EXPIRE', KEYS[1], ttl)
 if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('EXPIRE', KEYS[3], ttl) end
 return nv
+"""
+
+# KEYS: meta. ARGV: expected version. A resume's takeover: -1 gone, -2 moved on, else the new version.
+_CLAIM_LUA = """
+local v = redis.call('HGET', KEYS[1], 'version')
+if not v then return -1 end
+if tonumber(v) ~= tonumber(ARGV[1]) then return -2 end
+return redis.call('HINCRBY', KEYS[1], 'version', 1)
 """
 
 
@@ -175,6 +209,7 @@ class RedisStore(SessionStore):
                                      retry=Retry(NoBackoff(), 0), health_check_interval=10)
         self._prefix = prefix
         self._write = self._redis.register_script(_WRITE_LUA)
+        self._claim = self._redis.register_script(_CLAIM_LUA)
 
     def _keys(self, sid: str) -> tuple[str, str, str]:
         base = f"{self._prefix}:{{{sid}}}"  # hash tag: one Redis Cluster slot per session
@@ -194,13 +229,17 @@ class RedisStore(SessionStore):
             except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
                 if attempt:
                     raise StoreUnavailable(f"session store (Redis) unreachable: {exc}") from exc
+            except rexc.ResponseError as exc:  # maxmemory with noeviction: the store cannot take writes
+                if isinstance(exc, (rexc.OutOfMemoryError, rexc.ExecAbortError)) or str(exc).startswith("OOM"):
+                    raise StoreUnavailable(f"session store (Redis) refused the write: {exc}") from exc
+                raise
 
     async def create(self, record, header, entries, ttl):
         meta, hdr, ent = self._keys(record.session_id)
 
         def make():
             pipe = self._redis.pipeline(transaction=True)
-            pipe.hset(meta, mapping=record.to_fields())
+            pipe.hset(meta, mapping={**record.to_fields(), "n_entries": str(len(entries))})
             pipe.expire(meta, ttl)
             pipe.set(hdr, header, ex=ttl)
             pipe.delete(ent)
@@ -222,6 +261,17 @@ class RedisStore(SessionStore):
             raise KeyError(session_id)
         if result == -2:
             raise VersionConflict(f"session {session_id} moved past version {expected_version}")
+        if result == -3:
+            raise IncompleteSession(session_id)
+        return int(result)
+
+    async def claim(self, session_id, expected_version):
+        meta = self._keys(session_id)[0]
+        result = await self._call(lambda: self._claim(keys=[meta], args=[expected_version]))
+        if result == -1:
+            raise KeyError(session_id)
+        if result == -2:
+            raise VersionConflict(f"session {session_id} moved past version {expected_version}")
         return int(result)
 
     async def load(self, session_id):
@@ -235,19 +285,23 @@ class RedisStore(SessionStore):
             return pipe.execute()
 
         fields, header, entries = await self._call(make)
-        if not fields or header is None:
+        if not fields:
             return None
+        n_entries = fields.get(b"n_entries")
+        if header is None or (n_entries is not None and int(n_entries) != len(entries or {})):
+            raise IncompleteSession(session_id)
         return StoredSession(SessionRecord.from_fields(fields), header,
                              {k.decode(): v for k, v in (entries or {}).items()})
 
     async def delete(self, session_id):
-        s = await self.load(session_id)
+        meta = self._keys(session_id)[0]
+        owner = await self._call(lambda: self._redis.hget(meta, "owner"))
 
         def make():
             pipe = self._redis.pipeline(transaction=True)
             pipe.delete(*self._keys(session_id))
-            if s is not None:
-                pipe.zrem(self._owner_key(s.record.owner), session_id)
+            if owner is not None:
+                pipe.zrem(self._owner_key(owner.decode()), session_id)
             return pipe.execute()
 
         await self._call(make)

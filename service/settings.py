@@ -68,7 +68,14 @@ class Settings(BaseSettings):
     )
     track_idle_seconds: float = Field(300.0, gt=0, description="close a socket with no message for this long")
     track_session_ttl: int = Field(3600, ge=1, description="seconds a session stays resumable after its last step")
-    track_sessions_per_key: int = Field(16, ge=1, description="live sessions per API key")
+    track_sessions_per_key: int = Field(16, ge=1, description="live sessions (open sockets) per API key, per replica")
+    track_stored_sessions_per_key: int = Field(
+        256, ge=1, description="sessions per API key kept resumable in the store (live or not) at most"
+    )
+    track_max_pending_prompts: int = Field(
+        64, ge=1, description="prompts waiting for a session's first frame at most"
+    )
+    track_max_text_bytes: int = Field(4 << 20, ge=1024, description="largest JSON message on /v1/track, in bytes")
     track_max_objects: int = Field(32, ge=1, description="objects per tracking session")
 
     # auth
@@ -136,6 +143,12 @@ class Settings(BaseSettings):
         if value is not None and (value <= 0 or value % 32):
             raise ValueError(f"image_size must be a positive multiple of 32, got {value}")
         return value
+
+    @property
+    def max_ws_message_bytes(self) -> int:
+        """Largest WebSocket message: the biggest frame the limits allow (raw RGB8 of max_image_pixels, or an
+        image file) or a JSON message."""
+        return max(12 + 3 * self.max_image_pixels, self.max_image_bytes, self.track_max_text_bytes)
 
     @property
     def max_request_bytes(self) -> int:

@@ -14,6 +14,7 @@ from collections import deque
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from .. import errors
 from ..auth import NO_AUTH_TENANT, match_key
 from ..track_sessions import Session, TrackError, TrackSessions, decode_frame, result_message
 
@@ -99,6 +100,10 @@ class _Connection:
         self.push(("frame", (seq, data, time.perf_counter())))
 
     async def on_text(self, text: str) -> None:
+        limit = self.sessions.settings.track_max_text_bytes
+        if len(text) > limit:
+            await self.error(TrackError("limit", f"JSON messages are at most {limit} bytes"))
+            return
         try:
             msg = json.loads(text)
         except ValueError:
@@ -132,6 +137,10 @@ class _Connection:
                 await self.error(exc)
                 if exc.fatal:
                     return
+            except errors.Problem as exc:  # the engine's queue is full or timed out: back-pressure, not a failure
+                if exc.status != 503:
+                    raise
+                await self.error(TrackError("busy", exc.detail))
             if self.closing:
                 return
 
@@ -141,7 +150,16 @@ class _Connection:
         t0 = time.perf_counter()
         rgb = await asyncio.to_thread(decode_frame, data, s.max_image_bytes, s.max_image_pixels)
         t1 = time.perf_counter()
-        result = await self.sessions.track_frame(session, rgb)
+        try:
+            result = await self.sessions.track_frame(session, rgb)
+        except errors.Problem as exc:
+            if exc.status != 503:
+                raise
+            self.sessions.metrics.dropped_frames.inc()  # the session and its prompts stay as they were
+            await self.send_notes(session)
+            await self.send({"type": "busy", "seq": seq, "detail": exc.detail})
+            return
+        await self.send_notes(session)
         t2 = time.perf_counter()
         note = await self.sessions.persist(session)
         t3 = time.perf_counter()
@@ -154,9 +172,16 @@ class _Connection:
             await self.send(note)
         await self.send(msg)
 
+    async def send_notes(self, session: Session) -> None:
+        notes, session.notes = session.notes, []
+        for note in notes:
+            await self.send(note)
+
     def require_session(self) -> Session:
         if self.session is None:
             raise TrackError("not_started", 'send {"type": "start"} or {"type": "resume"} first')
+        if self.session.moved:
+            raise TrackError("session_moved", "this session was resumed on another connection", fatal=True)
         return self.session
 
     async def on_control(self, msg: dict) -> None:
