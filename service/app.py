@@ -64,7 +64,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     install_error_handlers(app, count_error)
     app.add_middleware(CrashGuardMiddleware, count_error=count_error)  # innermost: a 500 stays inside the app
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, count_error=count_error)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, count_error=count_error,
+                       read_timeout=settings.body_timeout)
     app.add_middleware(RequestMetricsMiddleware, metrics=engine.metrics)  # outermost: times everything
 
     app.include_router(health.router)

@@ -80,6 +80,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def uvicorn_options(settings) -> dict:
+    """uvicorn's limits from the settings: slow clients, connection cap, WebSocket message size."""
+    from .slow_clients import header_timeout_protocol
+
+    return dict(host=settings.host, port=settings.port, timeout_graceful_shutdown=10,
+                http=header_timeout_protocol(settings.header_timeout), limit_concurrency=settings.max_connections,
+                ws_max_size=settings.max_ws_message_bytes)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
@@ -97,8 +106,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.weights == "random":
         print("WARNING: --weights random serves an UNTRAINED model; its masks are meaningless "
               "(tests and smoke runs only).", file=sys.stderr)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level,
-                timeout_graceful_shutdown=10)
+    uvicorn.run(create_app(settings), **uvicorn_options(settings), log_level=args.log_level)
     return 0
 
 

@@ -146,16 +146,20 @@ class CrashGuardMiddleware:
 def install_error_handlers(app: FastAPI, count_error) -> None:
     """Render Problems, validation errors, HTTP errors and crashes as problem+json; `count_error(kind)` counts them."""
 
+    def answer(request: Request, problem: Problem) -> JSONResponse:
+        """A client's mistake (or our refusal): one INFO line, no traceback; ERROR is kept for our own failures."""
+        count_error(problem.kind)
+        log.info("%s %s -> %d %s: %s", request.method, request.url.path, problem.status, problem.kind,
+                 problem.detail[:200])
+        return problem.response(request.url.path)
+
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        count_error(exc.kind)
-        return exc.response(request.url.path)
+        return answer(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problem = validation_problem(list(exc.errors()))
-        count_error(problem.kind)
-        return problem.response(request.url.path)
+        return answer(request, validation_problem(list(exc.errors())))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

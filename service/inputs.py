@@ -5,6 +5,7 @@ Everything heavy (base64, hashing, decoding, resizing) runs in the thread pool, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TypeVar
 
@@ -153,10 +154,12 @@ async def resolve_image(
 class BodyLimitMiddleware:
     """413 for bodies over `max_bytes`: from Content-Length before reading, or while streaming without one."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, count_error=lambda kind: None) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, count_error=lambda kind: None,
+                 read_timeout: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.count_error = count_error
+        self.read_timeout = read_timeout  # a body that pauses longer between reads is answered 408
 
     def _problem(self) -> errors.Problem:
         return errors.too_large(
@@ -179,13 +182,21 @@ class BodyLimitMiddleware:
                     self.count_error(problem.kind)
                     await problem.response(scope.get("path"))(scope, receive, send)
                     return
-        seen = 0
+        seen, done = 0, False
 
         async def limited_receive():
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, done
+            if done:  # the body is complete: waiting for a disconnect is not a slow body
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.read_timeout)
+            except TimeoutError:
+                raise errors.Problem(408, "body-timeout", "Request body too slow",
+                                     f"no body data for {self.read_timeout:g} s (SAM2_BODY_TIMEOUT)",
+                                     headers={"Connection": "close"}) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                done = not message.get("more_body", False)
                 if seen > self.max_bytes:
                     raise self._problem()
             return message

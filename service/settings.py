@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address `serve` binds to")
     port: int = Field(8000, ge=0, le=65535, description="port `serve` listens on")
     docs: bool = Field(True, description="serve /docs and /openapi.json")
+    header_timeout: float = Field(10.0, gt=0, description="seconds a connection may take to send a request's headers")
+    body_timeout: float = Field(30.0, gt=0, description="seconds a request body may pause between two reads")
+    max_connections: int = Field(
+        512, ge=1, description="open connections and running requests per process; more are answered 503"
+    )
 
     # the engine
     max_batch: int = Field(8, ge=1, le=256, description="most images per encoder call")
