@@ -179,6 +179,9 @@ class EverythingRequest(_ImageSource):
 # ---- /v1/track messages (docs/protocol.md): the same prompt checks as REST, strict types -------------------
 
 
+ObjId = Annotated[StrictInt, Field(ge=0, le=2**31 - 1, description="the client's id for an object")]
+
+
 class TrackStart(BaseModel):
     """{"type": "start", ...}: a new tracking session."""
 
@@ -208,14 +211,14 @@ class TrackRemove(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["remove_object"] = "remove_object"
-    obj_id: StrictInt
+    obj_id: ObjId
 
 
 class TrackPrompt(ObjectPrompt):
     """{"type": "prompt", ...}: one object's prompts with REST's checks (`mask` is REST's `mask_input`)."""
 
     type: Literal["prompt"] = "prompt"
-    obj_id: StrictInt
+    obj_id: ObjId
     frame: Literal["next", "current"] = "next"
     update_memory: StrictBool = True
     mask_input: RLE | None = Field(None, validation_alias="mask")

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 from . import errors
 from .image_io import decode_image
 from .prompts import check_inside
-from .schemas import TrackPrompt, TrackStart
+from .schemas import TrackPrompt, TrackRemove, TrackStart
 from .session_store import (
     IncompleteSession, SessionRecord, SessionStore, StoreUnavailable, VersionConflict, token_hash,
 )
@@ -328,15 +328,18 @@ class TrackSessions:
             raise TrackError("bad_prompt", str(exc).strip("'\"")) from None
 
     async def remove_object(self, session: Session, obj_id) -> None:
-        if not isinstance(obj_id, int) or isinstance(obj_id, bool):
-            raise TrackError("bad_message", "obj_id must be an integer")
+        obj_id = parse_message(TrackRemove, {"obj_id": obj_id}, "bad_message").obj_id
+        kept = [p for p in session.pending if p["obj_id"] != obj_id]  # prompts not applied yet go too
         try:
             await self.engine.call(lambda: self.tracker.remove_object(session.state, obj_id))
         except KeyError:
-            raise TrackError("unknown_object", f"no object {obj_id} in this session") from None
+            if len(kept) == len(session.pending):
+                raise TrackError("unknown_object", f"no object {obj_id} in this session") from None
+        session.pending = kept
 
     async def reset(self, session: Session) -> None:
         await self.engine.call(lambda: self.tracker.reset(session.state))
+        session.pending = []
 
     # ---- persistence --------------------------------------------------------------------------------
 
