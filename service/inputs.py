@@ -41,9 +41,10 @@ def parse_json(raw: bytes | str, settings: Settings, what: str = "the body"):
         raise errors.bad_request(f"{what} is JSON nested too deeply") from None
 
 
-def _validate(model: type[M], data: dict) -> M:
+def _validate(model: type[M], data: dict, strict: bool = False) -> M:
+    """`strict` for JSON bodies (true is not 1, "8" is not 8); multipart fields are text, so they convert."""
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=strict)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
 
@@ -66,7 +67,7 @@ async def read_request(
                 raise errors.bad_request("the body is not valid JSON") from None
             if not isinstance(data, dict):
                 raise errors.bad_request("the JSON body must be an object")
-            body = _validate(model, data)
+            body = _validate(model, data, strict=True)
             image = getattr(body, "image", None)
             return body, (None if image is None else image_io.decode_base64(image, settings.max_image_bytes))
 

@@ -167,7 +167,7 @@ class EverythingRequest(_ImageSource):
     crop_nms_thresh: float = Field(0.7, ge=0, le=1)
     crop_overlap_ratio: float = Field(512 / 1500, ge=0, lt=1)
     crop_n_points_downscale_factor: int = Field(1, ge=1, le=16)
-    min_mask_region_area: int = Field(0, ge=0)
+    min_mask_region_area: int = Field(0, ge=0, le=1 << 32)
     use_m2m: bool = False
     multimask_output: bool = True
     mask_format: MaskFormatField = "rle"
