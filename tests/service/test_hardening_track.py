@@ -39,6 +39,7 @@ def rdb(redis_server):
     r.config_set("maxmemory-policy", "noeviction")
     yield r
     r.config_set("maxmemory", 0)
+    r.config_set("maxmemory-policy", "noeviction")
     r.close()
 
 
@@ -132,6 +133,37 @@ def test_a_partly_evicted_session_is_rewritten_live_and_refused_cleanly_on_resum
             ws.send_json({"type": "resume", "session_id": sid, "resume_token": token})
             err = recv(ws, "error")
             assert err["code"] == "not_found" and "incomplete" in err["detail"], err
+
+
+def test_real_allkeys_lru_eviction_never_breaks_a_session(engine, clip, redis_server, rdb):
+    """Redis evicting under memory pressure, for real: the live socket keeps tracking (rewriting what was
+    evicted), and a resume either continues at the right frame or is a clean not_found; never internal."""
+    used = rdb.info("memory")["used_memory"]
+    rdb.config_set("maxmemory", used + (4 << 20))
+    rdb.config_set("maxmemory-policy", "allkeys-lru")
+    filler = b"x" * (64 << 10)
+    with TestClient(app_for(engine, redis_url=redis_server.url)) as client:
+        with client.websocket_connect("/v1/track") as ws:
+            hello = start(ws)
+            ws.send_json(CLICK)
+            recv(ws, "ack")
+        frame_idx = 0
+        for round_ in range(3):
+            with client.websocket_connect("/v1/track") as ws:
+                ws.send_json({"type": "resume", "session_id": hello["session_id"],
+                               "resume_token": hello["resume_token"]})
+                msg = ws.receive_json()
+                if msg["type"] == "error":
+                    assert msg["code"] == "not_found", msg
+                    return
+                assert msg["frame_idx"] == frame_idx, msg
+                for i in range(2):
+                    for k in range(40):  # 2.5 MiB of newer keys: older ones are evicted
+                        rdb.set(f"filler:{round_}:{i}:{k}", filler)
+                    ws.send_bytes(png(clip[frame_idx % len(clip)]))
+                    assert recv(ws, "masks")["frame_idx"] == frame_idx
+                    frame_idx += 1
+        assert rdb.info("stats")["evicted_keys"] > 0
 
 
 # ---- 9. a full engine queue is back-pressure ---------------------------------------------------------------
