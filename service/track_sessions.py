@@ -265,10 +265,10 @@ class TrackSessions:
             for raw in session.pending:
                 prompt = TrackPrompt.model_validate(raw)
                 try:
-                    check_inside(0, prompt, hw)
+                    check_inside(prompt.obj_id, prompt, hw)
                 except errors.Problem as exc:
-                    session.notes.append(TrackError("bad_prompt", f"obj_id {prompt.obj_id} (sent before the first "
-                                                                  f"frame, not applied): {exc.detail}").message())
+                    session.notes.append(TrackError("bad_prompt", f"a prompt sent before the first "
+                                                                  f"frame, not applied: {exc.detail}").message())
                     continue
                 waiting.append(prompt)
             session.pending = [p.model_dump(exclude_none=True) for p in waiting]
@@ -313,7 +313,7 @@ class TrackSessions:
             session.pending.append(p.model_dump(exclude_none=True))  # written to the store with this step
             return None
         try:
-            check_inside(0, p, (st.height, st.width))
+            check_inside(p.obj_id, p, (st.height, st.width))
             mask = None
             if p.mask_input is not None:
                 from model_core.mask_ops import decode_rle
