@@ -243,6 +243,16 @@ def test_early_prompts_are_bounded(engine):
         assert recv(ws, "error")["code"] == "limit"
 
 
+def test_json_messages_are_bounded_in_size(engine):
+    with TestClient(app_for(engine, track_max_text_bytes=2048)) as client, \
+            client.websocket_connect("/v1/track") as ws:
+        start(ws)
+        ws.send_json({**CLICK, "points": [[1.0, 1.0]] * 300, "labels": [1] * 300})
+        assert recv(ws, "error")["code"] == "limit"
+        ws.send_json(CLICK)
+        recv(ws, "ack")
+
+
 def test_acknowledged_early_prompts_survive_a_resume(engine, clip):
     with TestClient(app_for(engine)) as client:
         with client.websocket_connect("/v1/track") as ws:
