@@ -77,6 +77,12 @@ class _Connection:
             elif msg.get("text") is not None:
                 await self.on_text(msg["text"])
 
+    def reader_done(self, task: asyncio.Task) -> None:
+        """Whatever ended the reader ends the worker too: a socket never hangs on a reader that died."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("tracking socket reader failed", exc_info=task.exception())
+        self.push(("stop", None))
+
     def push(self, event) -> None:
         self.events.append(event)
         self.wakeup.set()
@@ -106,7 +112,7 @@ class _Connection:
             return
         try:
             msg = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deeply for the parser
             await self.error(TrackError("bad_message", "messages are JSON objects (frames are binary)"))
             return
         if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
@@ -249,6 +255,7 @@ async def track(ws: WebSocket) -> None:
         return
     conn = _Connection(ws, sessions, owner)
     reader = asyncio.create_task(conn.read())
+    reader.add_done_callback(conn.reader_done)
     try:
         await conn.work()
     except WebSocketDisconnect:

@@ -253,6 +253,13 @@ def test_json_messages_are_bounded_in_size(engine):
         recv(ws, "ack")
 
 
+def test_deeply_nested_json_is_bad_message(engine):
+    with TestClient(app_for(engine)) as client, client.websocket_connect("/v1/track") as ws:
+        ws.send_text("[" * 100_000 + "]" * 100_000)
+        assert recv(ws, "error")["code"] == "bad_message"
+        start(ws)
+
+
 def test_acknowledged_early_prompts_survive_a_resume(engine, clip):
     with TestClient(app_for(engine)) as client:
         with client.websocket_connect("/v1/track") as ws:
