@@ -43,12 +43,14 @@ class Session(threading.Thread):
         self.url, self.frames, self.stop, self.resume_every = url, frames, stop, resume_every
         self.sent = self.masks = self.busy = self.dropped = self.resumes = 0
         self.other: list[dict] = []
+        self.track_ms: list[float] = []
 
     def answer(self, ws, msg: dict) -> int:
         """Frames this message accounts for."""
         kind = msg["type"]
         if kind == "masks" and not msg.get("refined"):
             self.masks += 1
+            self.track_ms.append(msg["timings"]["track_ms"])
             return 1
         if kind == "busy":
             self.busy += 1
@@ -129,6 +131,11 @@ def main() -> int:
     print(f"\nframes sent {sent}, answered {answered} (masks {sum(c.masks for c in clients)}, "
           f"busy {sum(c.busy for c in clients)}, dropped {sum(c.dropped for c in clients)}), "
           f"resumes {sum(c.resumes for c in clients)}, unexpected messages {sum(len(c.other) for c in clients)}")
+    track_ms = [t for c in clients for t in c.track_ms]
+    if track_ms:
+        print(f"model time per frame (track_ms, includes waiting for the worker): median "
+              f"{np.median(track_ms):.0f} ms, p90 {np.percentile(track_ms, 90):.0f} ms; host load average "
+              f"{Path('/proc/loadavg').read_text().split()[0]}")
     for c in clients:
         for msg in c.other[:3]:
             print("  unexpected:", msg)
