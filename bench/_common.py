@@ -41,6 +41,6 @@ def reference_and_ours(name: str = "sam2.1_hiera_tiny", image_size: int | None =
 
 
 def test_image(h: int = 768, w: int = 1024):
-    from tests.model_core.test_image_predictor import synthetic_image
+    from tests.fixtures import synthetic_image
 
     return synthetic_image(h, w)

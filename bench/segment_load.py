@@ -66,7 +66,7 @@ class Server:
         env = {**os.environ, "SAM2_MAX_BATCH": str(args.max_batch), "SAM2_MAX_WAIT_MS": str(args.max_wait_ms),
                "SAM2_QUEUE_SIZE": "1024", "SAM2_REQUEST_TIMEOUT": "600"}
         cmd = [sys.executable, "-m", "service.cli", "serve", "--model", args.model, "--weights", str(weights),
-               "--dtype", args.dtype, "--device", "cpu", "--host", "127.0.0.1", "--port", str(self.port),
+               "--dtype", args.dtype, "--device", getattr(args, "device", "cpu"), "--host", "127.0.0.1", "--port", str(self.port),
                "--log-level", "warning"]
         if args.image_size:
             cmd += ["--image-size", str(args.image_size)]
@@ -148,7 +148,11 @@ def main() -> None:
     ap.add_argument("--dtype", default="fp32", help="fp32 or bf16, for both")
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--max-wait-ms", type=float, default=5)
+    ap.add_argument("--mix", action="store_true",
+                    help="only: clicks on a cached image alone, then while segment-everything jobs run")
     args = ap.parse_args()
+    if args.mix:
+        return mix(args)
     w, h = (int(v) for v in args.size.split("x"))
     levels = [int(v) for v in args.clients.split(",")]
 
@@ -247,6 +251,59 @@ def main() -> None:
               f"{percentile(lat, 99) * 1e3:6.0f}ms | {batch} | {ref_rps:9.2f} | "
               f"{statistics.median(ref_lat) * 1e3:6.0f}ms | {percentile(ref_lat, 99) * 1e3:6.0f}ms | "
               f"{rps / ref_rps:7.2f}x |")
+
+
+def mix(args) -> None:
+    """Click latency on a cached image alone and while a 32x32-point segment-everything job runs."""
+    import httpx
+
+    w, h = (int(v) for v in args.size.split("x"))
+    image = test_image(h, w)
+    with tempfile.TemporaryDirectory() as tmp:
+        from model_core import build_model
+
+        ckpt = Path(tmp) / "w.pt"
+        torch.save({"model": build_model(args.model, weights="random", image_size=args.image_size).state_dict()},
+                   ckpt)
+        server = Server(ckpt, args)
+        try:
+            server.wait_ready()
+            base = server.base
+            image_id = httpx.post(f"{base}/v1/embed", timeout=600, files={
+                "image": ("c.jpg", jpeg_variants(image, 1, 1)[0], "image/jpeg")}).json()["image_id"]
+
+            async def clicks(n: int) -> list[float]:
+                lat = []
+                async with httpx.AsyncClient(base_url=base, timeout=600) as c:
+                    for i in range(n):
+                        t = time.perf_counter()
+                        r = await c.post("/v1/segment", json={"image_id": image_id, "objects": click(i, w, h)})
+                        assert r.status_code == 200, r.text
+                        lat.append(time.perf_counter() - t)
+                return lat
+
+            async def during() -> tuple[list[float], float, bool]:
+                async with httpx.AsyncClient(base_url=base, timeout=600) as c:
+                    t = time.perf_counter()
+                    job = asyncio.create_task(c.post("/v1/segment/everything",
+                                                     json={"image_id": image_id, "points_per_side": 32}))
+                    await asyncio.sleep(0.2)
+                    lat = []
+                    while not job.done():
+                        lat += await clicks(1)
+                    r = await job
+                    assert r.status_code == 200, r.text
+                    return lat, time.perf_counter() - t, True
+
+            alone = asyncio.run(clicks(20))
+            lat, amg_s, _ = asyncio.run(during())
+        finally:
+            server.stop()
+    print(f"\nclicks on a cached image, {args.model} at {args.image_size or 1024} px, {torch.get_num_threads()} threads")
+    print("| clicks | n | p50 | p99 |")
+    print("|---|---|---|---|")
+    for name, v in (("alone", alone), (f"during segment-everything ({amg_s:.1f} s)", lat)):
+        print(f"| {name} | {len(v)} | {statistics.median(v) * 1e3:.0f} ms | {percentile(v, 99) * 1e3:.0f} ms |")
 
 
 if __name__ == "__main__":

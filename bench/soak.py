@@ -21,7 +21,7 @@ import redis
 from websockets.sync.client import connect
 
 from service.track_sessions import encode_raw_frame
-from tests.model_core.video_fixtures import synthetic_clip
+from tests.fixtures import synthetic_clip
 from tests.redis_server import RedisServer
 from tests.serve_process import ServeProcess
 

@@ -11,10 +11,8 @@ server's own metrics). Random weights: the work per frame is the real work.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,33 +24,26 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.client import TrackSession  # noqa: E402
-from tests.model_core.video_fixtures import synthetic_clip  # noqa: E402
-from tests.redis_server import RedisServer, free_port  # noqa: E402
+from tests.fixtures import synthetic_clip  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
+from tests.serve_process import ServeProcess  # noqa: E402
 
 
-def serve(image_size: int, redis_url: str | None, log: Path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAM2_")}
-    env.update(SAM2_TRACK_QUEUE_FRAMES="64", SAM2_TRACK_SESSIONS_PER_KEY="64")
+def serve(image_size: int, redis_url: str | None, log: Path, device: str = "cpu", dtype: str = "fp32",
+          model: str = "sam2.1_t") -> ServeProcess:
+    env = {"SAM2_TRACK_QUEUE_FRAMES": "64", "SAM2_TRACK_SESSIONS_PER_KEY": "64"}
     if redis_url:
         env["SAM2_REDIS_URL"] = redis_url
-    cmd = [sys.executable, "-m", "service.cli", "serve", "--weights", "random", "--image-size", str(image_size),
-           "--dtype", "fp32", "--device", "cpu", "--port", str(port), "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env)
-    for _ in range(600):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc, port
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise RuntimeError(f"server did not start: {log.read_text()}")
+    args = ["--model", model, "--weights", "random", "--image-size", image_size, "--dtype", dtype,
+            "--device", device]
+    return ServeProcess(log, args, env, ready_timeout=300)
 
 
-def metric_sum(port: int, name: str) -> tuple[float, float]:
+def metric_sum(port: int, name: str, labels: str = "") -> tuple[float, float]:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-    total = float(re.search(rf"^{name}_sum (\S+)", text, re.M).group(1))
-    count = float(re.search(rf"^{name}_count (\S+)", text, re.M).group(1))
-    return total, count
+    total = re.search(rf"^{name}_sum{re.escape(labels)} (\S+)", text, re.M)
+    count = re.search(rf"^{name}_count{re.escape(labels)} (\S+)", text, re.M)
+    return (float(total.group(1)), float(count.group(1))) if total and count else (0.0, 0.0)
 
 
 def run_sessions(port: int, n_sessions: int, frames) -> dict:
@@ -71,7 +62,8 @@ def run_sessions(port: int, n_sessions: int, frames) -> dict:
         with lock:
             latencies.extend(mine[2:])  # the first frames carry the prompt and start-up
 
-    before = [metric_sum(port, "sam2_store_write_seconds"), metric_sum(port, "sam2_store_write_bytes")]
+    before = [metric_sum(port, "sam2_store_write_seconds"), metric_sum(port, "sam2_store_write_bytes"),
+              metric_sum(port, 'sam2_step_batch', '{kind="track"}')]
     threads = [threading.Thread(target=one) for _ in range(n_sessions)]
     t0 = time.perf_counter()
     for t in threads:
@@ -79,7 +71,8 @@ def run_sessions(port: int, n_sessions: int, frames) -> dict:
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    after = [metric_sum(port, "sam2_store_write_seconds"), metric_sum(port, "sam2_store_write_bytes")]
+    after = [metric_sum(port, "sam2_store_write_seconds"), metric_sum(port, "sam2_store_write_bytes"),
+             metric_sum(port, 'sam2_step_batch', '{kind="track"}')]
     writes = after[0][1] - before[0][1]
     lat = sorted(latencies)
     return {
@@ -88,6 +81,7 @@ def run_sessions(port: int, n_sessions: int, frames) -> dict:
         "p99": lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1e3,
         "store_ms": (after[0][0] - before[0][0]) / max(writes, 1) * 1e3,
         "store_kib": (after[1][0] - before[1][0]) / max(writes, 1) / 1024,
+        "batch": (after[2][0] - before[2][0]) / max(after[2][1] - before[2][1], 1),
     }
 
 
@@ -103,23 +97,23 @@ def main() -> None:
     rows = []
     try:
         for store, url in (("memory", None), ("redis", redis.url)):
-            proc, port = serve(args.image_size, url, tmp / f"{store}.log")
+            server = serve(args.image_size, url, tmp / f"{store}.log")
             try:
                 for n in (int(v) for v in args.sessions.split(",")):
-                    r = run_sessions(port, n, frames)
+                    r = run_sessions(server.port, n, frames)
                     rows.append((store, n, r))
             finally:
-                proc.terminate()
-                proc.wait(20)
+                server.stop()
     finally:
         redis.stop()
     print(f"\n/v1/track, tiny @ {args.image_size}px, 640x480 PNG frames, {args.frames} frames per session, "
           f"1 object, fp32 CPU")
-    print("| store | sessions | frames/s (all) | p50 ms/frame | p99 ms/frame | store ms/write | store KiB/write |")
-    print("|---|---|---|---|---|---|---|")
+    print("| store | sessions | frames/s (all) | p50 ms/frame | p99 ms/frame | store ms/write | store KiB/write "
+          "| sessions per tracking step |")
+    print("|---|---|---|---|---|---|---|---|")
     for store, n, r in rows:
         print(f"| {store} | {n} | {r['fps']:.2f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['store_ms']:.2f} | "
-              f"{r['store_kib']:.1f} |")
+              f"{r['store_kib']:.1f} | {r['batch']:.2f} |")
 
 
 if __name__ == "__main__":

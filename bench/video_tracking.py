@@ -22,7 +22,7 @@ WARM = 8
 
 
 def clip(n: int, h: int = 480, w: int = 640) -> list[np.ndarray]:
-    from tests.model_core.video_fixtures import synthetic_clip
+    from tests.fixtures import synthetic_clip
 
     return synthetic_clip(n, h, w)
 

@@ -1,11 +1,14 @@
-"""SAM 2 / SAM 2.1 in plain PyTorch: networks, checkpoint loading, image predictor, mask generator."""
+"""SAM 2 / SAM 2.1 in plain PyTorch: networks (`modeling/`), checkpoint loading, and the predictors on top."""
 
+from .automatic_mask_generator import AutomaticMaskGenerator
 from .build import build_model
 from .configs import CONFIGS, ModelConfig, canonical_name, get_config
 from .image_predictor import ImagePredictor
-from .sam2_model import ImageFeatures, SAM2Model
+from .modeling import ImageFeatures, SAM2Model
+from .video_predictor import VideoPredictor
+from .video_tracker import VideoTracker
 
 __all__ = [
-    "CONFIGS", "ImageFeatures", "ImagePredictor", "ModelConfig", "SAM2Model", "build_model", "canonical_name",
-    "get_config",
+    "CONFIGS", "AutomaticMaskGenerator", "ImageFeatures", "ImagePredictor", "ModelConfig", "SAM2Model",
+    "VideoPredictor", "VideoTracker", "build_model", "canonical_name", "get_config",
 ]

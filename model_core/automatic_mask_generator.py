@@ -8,13 +8,14 @@ upsampling and scoring run in chunks on the model's device, and RLE encoding is 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Generator
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .image_predictor import LOW_RES_CLAMP, ImagePredictor
+from .image_predictor import ImagePredictor
 from .mask_ops import (
     decode_rle,
     encode_rle,
@@ -25,8 +26,9 @@ from .mask_ops import (
     stability_score,
     uncompressed_rle,
 )
+from .modeling.sam2_model import ImageFeatures, SAM2Model
 from .precision import autocast
-from .sam2_model import SAM2Model
+from .prompt_inputs import LOW_RES_CLAMP
 from .transforms import as_rgb_uint8, to_model_coords, upscale_masks
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
@@ -152,31 +154,49 @@ class AutomaticMaskGenerator:
             model, mask_threshold, max_hole_area=min_mask_region_area, max_sprinkle_area=min_mask_region_area,
             dtype=dtype,
         )
-        self.p = GeneratorParams(
+        self.params = GeneratorParams(
             points_per_batch, pred_iou_thresh, stability_score_thresh, stability_score_offset, mask_threshold,
             box_nms_thresh, crop_n_layers, crop_nms_thresh, crop_overlap_ratio, min_mask_region_area, output_mode,
             use_m2m, multimask_output, upsample_chunk,
         )
+        self._full_features: ImageFeatures | None = None
+        self.images_encoded = 0
 
     @property
     def model(self) -> SAM2Model:
         return self.predictor.model
 
     @torch.inference_mode()
-    def generate(self, image) -> list[dict]:
+    def generate(self, image, features: ImageFeatures | None = None) -> list[dict]:
         """All masks of an HWC RGB image as SA-1B style records.
 
         Each record: segmentation (per output_mode), area, bbox (xywh), predicted_iou, point_coords,
-        stability_score, crop_box (xywh).
+        stability_score, crop_box (xywh). `features`: the whole image's features computed earlier (batch 1),
+        used instead of encoding it again; crops are always encoded. `images_encoded` counts encoder calls.
         """
+        steps = self.steps(image, features)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def steps(self, image, features: ImageFeatures | None = None) -> Generator[None, None, list[dict]]:
+        """`generate` as a generator that pauses after each crop's encode and each batch of points (a
+        scheduler interleaves other work there; call next() under torch.inference_mode); returns `generate`'s."""
         image = as_rgb_uint8(image)
-        cands = self._generate(image)
+        self._full_features = features
+        self.images_encoded = 0
+        try:
+            cands = yield from self._generate(image)
+        finally:
+            self._full_features = None
         records = []
         for i in range(len(cands)):
             rle = cands.rles[i]
-            if self.p.output_mode == "coco_rle":
+            if self.params.output_mode == "coco_rle":
                 seg = rle
-            elif self.p.output_mode == "binary_mask":
+            elif self.params.output_mode == "binary_mask":
                 seg = decode_rle(rle)
             else:
                 seg = uncompressed_rle(decode_rle(rle))
@@ -193,33 +213,40 @@ class AutomaticMaskGenerator:
             })
         return records
 
-    def _generate(self, image: np.ndarray) -> _Candidates:
+    def _generate(self, image: np.ndarray) -> Generator[None, None, _Candidates]:
         hw = image.shape[:2]
-        boxes, layers = crop_boxes(hw, self.p.crop_n_layers, self.p.crop_overlap_ratio)
+        boxes, layers = crop_boxes(hw, self.params.crop_n_layers, self.params.crop_overlap_ratio)
         cands = _Candidates()
         for crop, layer in zip(boxes, layers):
-            cands.extend(self._process_crop(image, crop, layer, hw))
+            cands.extend((yield from self._process_crop(image, crop, layer, hw)))
         if len(boxes) > 1 and len(cands):
             # the same object seen in several crops: prefer the mask from the smallest crop
             areas = np.array([(c[2] - c[0]) * (c[3] - c[1]) for c in cands.crop_boxes], dtype=np.float64)
-            cands = cands.select(nms(np.stack(cands.boxes), 1.0 / areas, self.p.crop_nms_thresh))
-        if self.p.min_mask_region_area > 0 and len(cands):
+            cands = cands.select(nms(np.stack(cands.boxes), 1.0 / areas, self.params.crop_nms_thresh))
+        if self.params.min_mask_region_area > 0 and len(cands):
             cands = self._clean_small_regions(cands)
         return cands
 
-    def _process_crop(self, image: np.ndarray, crop: list[int], layer: int, hw: tuple[int, int]) -> _Candidates:
+    def _process_crop(self, image: np.ndarray, crop: list[int], layer: int, hw: tuple[int, int]
+                      ) -> Generator[None, None, _Candidates]:
         x0, y0, x1, y1 = crop
         crop_img = image[y0:y1, x0:x1]
         crop_hw = crop_img.shape[:2]
-        self.predictor.set_image(crop_img)
+        if self._full_features is not None and tuple(crop_hw) == tuple(hw):
+            self.predictor.set_features(self._full_features, [crop_hw])
+        else:
+            self.predictor.set_image(crop_img)
+            self.images_encoded += 1
+            yield
         points = self.point_grids[layer] * np.array([crop_hw[1], crop_hw[0]], dtype=np.float64)
         cands = _Candidates()
-        for start in range(0, len(points), self.p.points_per_batch):
-            cands.extend(self._process_batch(points[start : start + self.p.points_per_batch], crop_hw, crop, hw))
+        for start in range(0, len(points), self.params.points_per_batch):
+            cands.extend(self._process_batch(points[start : start + self.params.points_per_batch], crop_hw, crop, hw))
+            yield
         self.predictor.reset_predictor()
         if not len(cands):
             return cands
-        cands = cands.select(nms(np.stack(cands.boxes), np.array(cands.iou_preds), self.p.box_nms_thresh))
+        cands = cands.select(nms(np.stack(cands.boxes), np.array(cands.iou_preds), self.params.box_nms_thresh))
         offset = np.array([x0, y0], dtype=np.float64)
         cands.boxes = [b + np.concatenate([offset, offset]) for b in cands.boxes]
         cands.points = [p + offset for p in cands.points]
@@ -241,33 +268,33 @@ class AutomaticMaskGenerator:
         pts = torch.as_tensor(points, dtype=torch.float32, device=dev)
         coords = to_model_coords(pts[:, None, :], crop_hw, size)
         labels = torch.ones(coords.shape[:2], dtype=torch.int64, device=dev)
-        low, iou = self._decode(coords, labels, None, self.p.multimask_output)  # (B, M, h, w), (B, M)
+        low, iou = self._decode(coords, labels, None, self.params.multimask_output)  # (B, M, h, w), (B, M)
         m = low.shape[1]
         low, iou = low.flatten(0, 1), iou.flatten(0, 1)
         pts = pts.repeat_interleave(m, dim=0)
-        if self.p.use_m2m:
+        if self.params.use_m2m:
             refined = [
-                self._decode(to_model_coords(pts[s : s + self.p.points_per_batch, None], crop_hw, size),
-                             torch.ones(len(pts[s : s + self.p.points_per_batch]), 1, dtype=torch.int64, device=dev),
-                             low[s : s + self.p.points_per_batch, None], False)
-                for s in range(0, len(pts), self.p.points_per_batch)
+                self._decode(to_model_coords(pts[s : s + self.params.points_per_batch, None], crop_hw, size),
+                             torch.ones(len(pts[s : s + self.params.points_per_batch]), 1, dtype=torch.int64, device=dev),
+                             low[s : s + self.params.points_per_batch, None], False)
+                for s in range(0, len(pts), self.params.points_per_batch)
             ]
             low = torch.cat([r[0][:, 0] for r in refined])
             iou = torch.cat([r[1][:, 0] for r in refined])
         keep = torch.ones_like(iou, dtype=torch.bool)
-        if self.p.pred_iou_thresh > 0:
-            keep &= iou > self.p.pred_iou_thresh  # cheap: before any full-resolution work
+        if self.params.pred_iou_thresh > 0:
+            keep &= iou > self.params.pred_iou_thresh  # cheap: before any full-resolution work
         idx = torch.nonzero(keep).flatten()
 
         out = _Candidates()
         image_box = [0, 0, hw[1], hw[0]]
         x0, y0, x1, y1 = crop
-        for start in range(0, len(idx), self.p.upsample_chunk):
-            sel = idx[start : start + self.p.upsample_chunk]
+        for start in range(0, len(idx), self.params.upsample_chunk):
+            sel = idx[start : start + self.params.upsample_chunk]
             logits = upscale_masks(low[sel][:, None], crop_hw)[:, 0]  # (n, H_crop, W_crop)
-            stab = stability_score(logits, self.p.mask_threshold, self.p.stability_score_offset)
-            ok = stab >= self.p.stability_score_thresh if self.p.stability_score_thresh > 0 else torch.ones_like(stab, dtype=torch.bool)
-            binary = logits > self.p.mask_threshold
+            stab = stability_score(logits, self.params.mask_threshold, self.params.stability_score_offset)
+            ok = stab >= self.params.stability_score_thresh if self.params.stability_score_thresh > 0 else torch.ones_like(stab, dtype=torch.bool)
+            binary = logits > self.params.mask_threshold
             boxes = masks_to_boxes(binary)
             offset = torch.tensor([x0, y0, x0, y0], dtype=torch.float32, device=dev)
             ok &= ~near_crop_edge(boxes + offset, crop, image_box)
@@ -290,12 +317,12 @@ class AutomaticMaskGenerator:
         masks, unchanged = [], []
         for rle in cands.rles:
             mask = decode_rle(rle)
-            mask, filled = remove_small_regions(mask, self.p.min_mask_region_area, "holes")
-            mask, dropped = remove_small_regions(mask, self.p.min_mask_region_area, "islands")
+            mask, filled = remove_small_regions(mask, self.params.min_mask_region_area, "holes")
+            mask, dropped = remove_small_regions(mask, self.params.min_mask_region_area, "islands")
             masks.append(mask)
             unchanged.append(0.0 if (filled or dropped) else 1.0)
         boxes = masks_to_boxes(torch.from_numpy(np.stack(masks))).numpy().astype(np.float64)
-        keep = nms(boxes, np.array(unchanged), self.p.box_nms_thresh)
+        keep = nms(boxes, np.array(unchanged), self.params.box_nms_thresh)
         for i in keep:
             if unchanged[i] == 0.0:
                 cands.rles[i] = encode_rle(masks[i][None])[0]

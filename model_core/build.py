@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from .configs import get_config
-from .sam2_model import SAM2Model
+from .modeling.sam2_model import SAM2Model
 from .weights import load_into, read_state_dict, resolve_checkpoint
 
 log = logging.getLogger(__name__)

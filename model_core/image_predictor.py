@@ -6,17 +6,10 @@ import numpy as np
 import torch
 
 from .mask_ops import fill_small_regions
+from .modeling.sam2_model import ImageFeatures, SAM2Model
 from .precision import autocast
-from .sam2_model import ImageFeatures, SAM2Model
-from .transforms import as_rgb_uint8, preprocess, to_model_coords, upscale_masks
-
-LOW_RES_CLAMP = 32.0
-
-
-def _as_tensor(x, dtype, device) -> torch.Tensor | None:
-    if x is None:
-        return None
-    return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=dtype, device=device)
+from .prompt_inputs import LOW_RES_CLAMP, mask_logits_prompt, prompt_points
+from .transforms import as_rgb_uint8, preprocess, upscale_masks
 
 
 class ImagePredictor:
@@ -32,8 +25,10 @@ class ImagePredictor:
         max_hole_area: float = 0.0,
         max_sprinkle_area: float = 0.0,
         dtype: torch.dtype = torch.float32,
+        resize: str = "bilinear",
     ) -> None:
         self.model = model
+        self.resize = resize  # the reference image predictor's filter; "area": OpenCV on the host
         self.mask_threshold = mask_threshold
         self.max_hole_area = max_hole_area
         self.max_sprinkle_area = max_sprinkle_area
@@ -64,7 +59,7 @@ class ImagePredictor:
     def encode(self, images: list) -> ImageFeatures:
         """Encode a list of images (any sizes) in one batch; returns float32 features."""
         arrays = [as_rgb_uint8(im) for im in images]
-        x = torch.stack([preprocess(a, self.model.image_size) for a in arrays]).to(self.device)
+        x = torch.stack([preprocess(a, self.model.image_size, self.device, self.resize) for a in arrays])
         with autocast(self.device, self.dtype):
             feats = self.model.image_features(x)
         return feats.to(torch.float32)
@@ -173,12 +168,7 @@ class ImagePredictor:
         feats = self.decode_features()[img_idx]
         orig_hw = self._orig_hw[img_idx]
         coords, labels = self.prompt_points(point_coords, point_labels, box, orig_hw, normalize_coords)
-        masks_in = _as_tensor(mask_input, torch.float32, self.device)
-        if masks_in is not None:
-            if masks_in.ndim == 3:
-                masks_in = masks_in[None]
-            if masks_in.ndim != 4 or masks_in.shape[1] != 1:
-                raise ValueError(f"mask_input must be (1, H, W) or (B, 1, H, W), got {tuple(masks_in.shape)}")
+        masks_in = mask_logits_prompt(mask_input, self.device)
         if coords is None and masks_in is None:
             raise ValueError("give at least one of point_coords, box or mask_input")
         return self.decode(feats, orig_hw, coords, labels, masks_in, multimask_output, return_logits)
@@ -187,37 +177,8 @@ class ImagePredictor:
         self, point_coords, point_labels, box, orig_hw: tuple[int, int], normalize_coords: bool = True
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Points and boxes as one (B, N, 2) model-pixel tensor with labels; a box becomes corners labelled 2, 3."""
-        size, dev = self.model.image_size, self.device
-        coords = labels = None
-        if point_coords is not None:
-            if point_labels is None:
-                raise ValueError("point_labels must be given with point_coords")
-            coords = _as_tensor(point_coords, torch.float32, dev)
-            labels = _as_tensor(point_labels, torch.int64, dev)
-            if coords.ndim == 2:
-                coords, labels = coords[None], labels[None] if labels.ndim == 1 else labels
-            if coords.ndim != 3 or coords.shape[-1] != 2:
-                raise ValueError(f"point_coords must be (N, 2) or (B, N, 2), got {tuple(coords.shape)}")
-            if labels.shape != coords.shape[:2]:
-                raise ValueError(
-                    f"point_labels shape {tuple(labels.shape)} does not match point_coords {tuple(coords.shape)}"
-                )
-            coords = to_model_coords(coords, orig_hw, size, normalize_coords)
-        if box is not None:
-            boxes = _as_tensor(box, torch.float32, dev)
-            if boxes.shape[-1] != 4 or boxes.ndim > 2:
-                raise ValueError(f"box must be (4,) or (B, 4) xyxy, got {tuple(boxes.shape)}")
-            corners = to_model_coords(boxes.reshape(-1, 2, 2), orig_hw, size, normalize_coords)
-            corner_labels = torch.tensor([[2, 3]], device=dev).expand(corners.shape[0], 2)
-            if coords is None:
-                coords, labels = corners, corner_labels
-            else:
-                b = max(coords.shape[0], corners.shape[0])
-                if {coords.shape[0], corners.shape[0]} - {1, b}:
-                    raise ValueError(f"{corners.shape[0]} boxes but {coords.shape[0]} point sets")
-                coords = torch.cat([corners.expand(b, -1, -1), coords.expand(b, -1, -1)], dim=1)
-                labels = torch.cat([corner_labels.expand(b, -1), labels.expand(b, -1)], dim=1)
-        return coords, labels
+        return prompt_points(point_coords, point_labels, box, orig_hw, self.model.image_size, self.device,
+                             normalize_coords)
 
     def decode(
         self,
@@ -230,7 +191,7 @@ class ImagePredictor:
         return_logits: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run the prompt encoder + decoder for B prompt sets on one image and bring masks to its size."""
-        feats = self.compute_features(feats)
+        feats = self.to_decoder_dtype(feats)
         with autocast(self.device, self.dtype):
             out = self.model.decode(feats, coords, labels, mask_input, multimask_output)
         low_res = out.masks.float()
@@ -243,10 +204,10 @@ class ImagePredictor:
     def decode_features(self) -> ImageFeatures:
         """The current image's features in the decoder's dtype, cast once per image rather than per prompt."""
         if self._decode_feats is None:
-            self._decode_feats = self.compute_features(self._require_features())
+            self._decode_feats = self.to_decoder_dtype(self._require_features())
         return self._decode_feats
 
-    def compute_features(self, feats: ImageFeatures) -> ImageFeatures:
+    def to_decoder_dtype(self, feats: ImageFeatures) -> ImageFeatures:
         """Features in the dtype the decoder computes in: with bf16/fp16 autocast, the fine feature maps would
         otherwise keep the decoder's largest activations (B x 32 x 4s x 4s) in fp32 and cast them per op."""
         return feats if self.dtype == torch.float32 else feats.to(self.dtype)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 
 from .configs import ModelConfig
-from .sam2_model import SAM2Model
-from .tracking_step import pointer_tokens
+from .modeling.sam2_model import SAM2Model
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -17,8 +21,13 @@ class MemoryEntry:
 
     maskmem: torch.Tensor | None  # (64, s, s) in the run dtype; None until the memory encoder has run
     obj_ptr: torch.Tensor  # (256,)
-    score: torch.Tensor  # (1,) object score logit
+    object_score_logit: torch.Tensor  # (1,) > 0 means the object is present
     low_res: torch.Tensor | None = None  # (1, 4s, 4s) float32 logits, for corrections on this frame
+
+    @property
+    def score(self) -> torch.Tensor:
+        """Old name of `object_score_logit`, kept for callers written against it."""
+        return self.object_score_logit
 
 
 @dataclass
@@ -45,6 +54,14 @@ class MemorySelection:
     def layout(self) -> tuple[int, int]:
         """Objects with equal layouts can share one memory-attention call."""
         return len(self.spatial), len(self.pointers)
+
+
+def group_by_layout(items: Iterable[tuple[T, MemorySelection]]) -> list[tuple[list[T], list[MemorySelection]]]:
+    """Split (item, selection) pairs into batches whose selections share one layout, in first-seen order."""
+    groups: dict[tuple[int, int], list[tuple[T, MemorySelection]]] = defaultdict(list)
+    for item, sel in items:
+        groups[sel.layout].append((item, sel))
+    return [([i for i, _ in members], [s for _, s in members]) for members in groups.values()]
 
 
 def closest_cond_frames(frame: int, cond: dict[int, MemoryEntry], limit: int) -> tuple[dict, dict]:
@@ -93,6 +110,42 @@ def select_memories(
         if e is not None:
             pointers.append((back, e))
     return MemorySelection(spatial, pointers, max_ptrs)
+
+
+def sine_1d(pos: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """Transformer sine encoding of scalar positions: (P,) -> (P, dim), sines then cosines."""
+    half = dim // 2
+    k = torch.arange(half, dtype=torch.float32, device=pos.device)
+    freqs = temperature ** (2 * torch.div(k, 2, rounding_mode="floor") / half)
+    angles = pos.float()[:, None] / freqs
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def pointer_tokens(
+    model: SAM2Model, ptrs: torch.Tensor, positions: list[int], max_ptrs: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Object pointers (B, P, 256) at signed frame offsets -> tokens and encodings (B, 4P, 64).
+
+    Each 256-d pointer is split into 256 / mem_dim tokens that share its temporal encoding.
+    """
+    cfg = model.cfg
+    b, p, c = ptrs.shape
+    mem = cfg.mem_dim
+    if cfg.add_tpos_enc_to_obj_ptrs:
+        t = torch.tensor(positions, device=ptrs.device, dtype=torch.float32) / max(max_ptrs - 1, 1)
+        pos = model.obj_ptr_tpos_proj(sine_1d(t, c if cfg.proj_tpos_enc_in_obj_ptrs else mem))  # (P, mem)
+        pos = pos.to(ptrs.dtype)[None].expand(b, -1, -1)
+    else:
+        pos = ptrs.new_zeros(b, p, mem)
+    split = c // mem
+    tokens = ptrs.reshape(b, p * split, mem)
+    return tokens, pos.repeat_interleave(split, dim=1)
+
+
+def memory_pos_enc(model: SAM2Model, device: torch.device) -> torch.Tensor:
+    """The memories' spatial encoding, the same for every frame: (1, 64, s, s)."""
+    s = model.cfg.embedding_size
+    return model.memory_encoder.position_encoding(torch.zeros(1, model.cfg.mem_dim, s, s, device=device))
 
 
 def assemble_memory(

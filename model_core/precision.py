@@ -6,8 +6,13 @@ import contextlib
 
 import torch
 
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-          "fp16": torch.float16, "float16": torch.float16}
+NAMES = {torch.float32: ("fp32", "float32"), torch.bfloat16: ("bf16", "bfloat16"), torch.float16: ("fp16", "float16")}
+DTYPES = {name: dt for dt, names in NAMES.items() for name in names}  # what a setting may say
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The short name of a run dtype ("fp16"), as settings, metrics and /v1/models show it."""
+    return NAMES[dtype][0] if dtype in NAMES else str(dtype)
 
 
 def parse_dtype(value: str | torch.dtype | None) -> torch.dtype:
@@ -30,7 +35,7 @@ def cpu_supports_bf16() -> bool:
 
 
 def default_dtype(device: str | torch.device) -> torch.dtype:
-    """fp16 on CUDA, bf16 on CPUs with native bf16, fp32 otherwise (see DESIGN.md, Engine)."""
+    """fp16 on CUDA, bf16 on CPUs with native bf16, fp32 otherwise: the service's default precision."""
     dev = torch.device(device)
     if dev.type == "cuda":
         return torch.float16

@@ -16,20 +16,25 @@ import numpy as np
 import torch
 
 from .memory_bank import MemoryEntry, ObjectTrack
-from .video_tracker import Prompt, StepDelta, TrackerState
+from .video_tracker import COND, NON_COND, Prompt, StepDelta, TrackerState
 
 MAGIC = b"SAM2TRK\x00"
 FORMAT = "sam2-tracker-state"
 VERSION = 1
 
-_DTYPES = {
-    torch.float32: ("float32", "<f4"),
-    torch.float16: ("float16", "<f2"),
-    torch.bfloat16: ("bfloat16", "<i2"),  # raw bits, reinterpreted on load
-    torch.int64: ("int64", "<i8"),
+_BUFFER_LAYOUTS = {  # torch dtype -> little-endian numpy layout of its buffer; named on the wire as torch names it
+    torch.float32: "<f4",
+    torch.float16: "<f2",
+    torch.bfloat16: "<i2",  # raw bits, reinterpreted on load
+    torch.int64: "<i8",
 }
+_DTYPES = {dt: (str(dt).removeprefix("torch."), np_dt) for dt, np_dt in _BUFFER_LAYOUTS.items()}
 _BY_NAME = {name: (dt, np_dt) for dt, (name, np_dt) in _DTYPES.items()}
-_ENTRY_FIELDS = ("maskmem", "obj_ptr", "score", "low_res")
+# short names on the wire (format version 1), named once: entry kinds and memory-entry fields
+_KIND_KEYS = {COND: "c", NON_COND: "n"}
+_KIND_OF_KEY = {v: k for k, v in _KIND_KEYS.items()}
+_FIELD_KEYS = {"maskmem": "maskmem", "obj_ptr": "obj_ptr", "object_score_logit": "score", "low_res": "low_res"}
+_ENTRY_FIELDS = tuple(_FIELD_KEYS.values())
 
 
 class StateFormatError(ValueError):
@@ -85,15 +90,28 @@ def unpack(blob: bytes, device: str | torch.device = "cpu") -> tuple[dict, dict[
 
 
 def entry_key(obj_id: int, kind: str, frame: int) -> str:
-    return f"{obj_id}:{kind}:{frame}"
+    """The name of one memory entry (kind COND or NON_COND) on the wire, e.g. "3:c:17"."""
+    return f"{obj_id}:{_KIND_KEYS[kind]}:{frame}"
+
+
+def _entries_of(track: ObjectTrack):
+    """(kind, frame, entry) of an object's conditioning, then non-conditioning memory entries."""
+    for kind, d in ((COND, track.cond), (NON_COND, track.non_cond)):
+        for frame, e in d.items():
+            yield kind, frame, e
+
+
+def _header_entries(obj: dict):
+    """(kind, frame) of an object's entries as a header lists them."""
+    return [(_KIND_OF_KEY[k], frame) for k, frame in obj["entries"]]
 
 
 def _entry_tensors(e: MemoryEntry, prefix: str = "") -> dict[str, torch.Tensor]:
-    return {prefix + f: getattr(e, f) for f in _ENTRY_FIELDS if getattr(e, f) is not None}
+    return {prefix + key: getattr(e, attr) for attr, key in _FIELD_KEYS.items() if getattr(e, attr) is not None}
 
 
 def _entry_from(tensors: dict[str, torch.Tensor], prefix: str = "") -> MemoryEntry:
-    return MemoryEntry(*(tensors.get(prefix + f) for f in _ENTRY_FIELDS))
+    return MemoryEntry(**{attr: tensors.get(prefix + key) for attr, key in _FIELD_KEYS.items()})
 
 
 def _meta(state: TrackerState) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -113,7 +131,7 @@ def _meta(state: TrackerState) -> tuple[dict, dict[str, torch.Tensor]]:
         "height": state.height, "width": state.width, "num_frames": state.num_frames, "mode": state.mode,
         "max_obj_num": state.max_obj_num, "frame_idx": state.frame_idx, "pending": pending, "points": points,
         "objects": [
-            {"obj_id": t.obj_id, "entries": [[k, f] for k, d in (("c", t.cond), ("n", t.non_cond)) for f in d]}
+            {"obj_id": t.obj_id, "entries": [[_KIND_KEYS[k], f] for k, f, _ in _entries_of(t)]}
             for t in state.objects.values()
         ],
     }
@@ -125,11 +143,11 @@ def _state_from(header: dict, tensors: dict[str, torch.Tensor], entries: dict[st
                          header["max_obj_num"], header["frame_idx"])
     for obj in header["objects"]:
         track = ObjectTrack(obj["obj_id"])
-        for kind, frame in obj["entries"]:
+        for kind, frame in _header_entries(obj):
             key = entry_key(obj["obj_id"], kind, frame)
             if key not in entries:
                 raise StateFormatError(f"tracker state lacks memory entry {key}")
-            (track.cond if kind == "c" else track.non_cond)[frame] = entries[key]
+            (track.cond if kind == COND else track.non_cond)[frame] = entries[key]
         state.objects[track.obj_id] = track
     for p in header["pending"]:
         pre = f"pending/{p['obj_id']}/"
@@ -145,9 +163,8 @@ def state_to_bytes(state: TrackerState, extra: dict | None = None) -> bytes:
     """The whole state as one blob (`extra`: JSON-able fields for the caller, e.g. the model name)."""
     header, tensors = _meta(state)
     for track in state.objects.values():
-        for kind, d in (("c", track.cond), ("n", track.non_cond)):
-            for frame, e in d.items():
-                tensors.update(_entry_tensors(e, f"entry/{entry_key(track.obj_id, kind, frame)}/"))
+        for kind, frame, e in _entries_of(track):
+            tensors.update(_entry_tensors(e, f"entry/{entry_key(track.obj_id, kind, frame)}/"))
     return pack({**header, "extra": extra or {}}, tensors)
 
 
@@ -156,7 +173,7 @@ def state_from_bytes(blob: bytes, device: str | torch.device = "cpu") -> tuple[T
     header, tensors = unpack(blob, device)
     entries = {}
     for obj in header["objects"]:
-        for kind, frame in obj["entries"]:
+        for kind, frame in _header_entries(obj):
             key = entry_key(obj["obj_id"], kind, frame)
             entries[key] = _entry_from(tensors, f"entry/{key}/")
     return _state_from(header, tensors, entries), header.get("extra", {})
@@ -168,21 +185,21 @@ def header_part(state: TrackerState, extra: dict | None = None) -> bytes:
 
 
 def _field_parts(key: str, entry: MemoryEntry) -> dict[str, bytes]:
-    return {f"{key}/{f}": pack({}, {f: getattr(entry, f)}) for f in _ENTRY_FIELDS if getattr(entry, f) is not None}
+    return {f"{key}/{f}": pack({}, {f: getattr(entry, attr)}) for attr, f in _FIELD_KEYS.items()
+            if getattr(entry, attr) is not None}
 
 
 def _entry_of(state: TrackerState, obj_id: int, kind: str, frame: int) -> MemoryEntry | None:
     track = state.objects.get(obj_id)
-    return None if track is None else (track.cond if kind == "c" else track.non_cond).get(frame)
+    return None if track is None else (track.cond if kind == COND else track.non_cond).get(frame)
 
 
 def state_parts(state: TrackerState, extra: dict | None = None) -> tuple[bytes, dict[str, bytes]]:
     """The state as a header part and one part per memory-entry field ("<entry_key>/<field>")."""
     parts: dict[str, bytes] = {}
     for t in state.objects.values():
-        for kind, d in (("c", t.cond), ("n", t.non_cond)):
-            for frame, e in d.items():
-                parts.update(_field_parts(entry_key(t.obj_id, kind, frame), e))
+        for kind, frame, e in _entries_of(t):
+            parts.update(_field_parts(entry_key(t.obj_id, kind, frame), e))
     return header_part(state, extra), parts
 
 
@@ -201,8 +218,8 @@ def delta_parts(state: TrackerState, extra: dict | None = None) -> tuple[bytes, 
     for obj_id, kind, frame in d.delete:
         key = entry_key(obj_id, kind, frame)
         deletes.update(f"{key}/{f}" for f in _ENTRY_FIELDS)
-    for obj_id, kind, frame, f in d.drop:
-        deletes.add(f"{entry_key(obj_id, kind, frame)}/{f}")
+    for obj_id, kind, frame, attr in d.drop:
+        deletes.add(f"{entry_key(obj_id, kind, frame)}/{_FIELD_KEYS[attr]}")
     state.last_delta = StepDelta()  # taken: the next delta starts empty
     return header_part(state, extra), puts, sorted(deletes - set(puts))
 

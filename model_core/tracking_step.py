@@ -1,34 +1,55 @@
-"""One video step for a batch of objects on one frame: memory conditioning, SAM heads, memory encoding.
+"""The one video step: track a batch of objects on a frame, segment prompted objects, build prompt memories.
 
-Functions of the network only (no bookkeeping): the tracker and the offline video predictor decide which
-memories each object sees and call these. Shapes use B objects, s = embedding side, S = model input side.
+Functions over explicit inputs, no bookkeeping: the tracker, the offline video predictor (and the service's
+engine, across sessions) choose which memories each object sees and call these. A batch is B independent
+objects, from one session or many, whose memory selections share one layout (`MemorySelection.layout`);
+row i of every input belongs to object i. Shapes use s = embedding side, S = model input side.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .sam2_model import SAM2Model
+from .mask_ops import fill_small_regions
+from .memory_bank import MemoryEntry, MemorySelection, assemble_memory, memory_pos_enc
+from .modeling.sam2_model import ImageFeatures, SAM2Model
 
 NO_OBJ_SCORE = -1024.0  # logit given to every pixel of an object judged absent
 MASK_AS_OUTPUT_SCALE, MASK_AS_OUTPUT_BIAS = 20.0, -10.0
+HOLE_LOGIT = 0.1  # what a filled hole becomes: weakly foreground
 
 
 @dataclass
 class FrameFeatures:
-    """A frame's backbone output, batch 1; expanded per object when used."""
+    """Backbone output of B rows (one frame, or one row per object of a batch)."""
 
-    vision: torch.Tensor  # (1, 256, s, s) stride-16 features, no memory
-    vision_pos: torch.Tensor  # (1, 256, s, s)
-    high_res: list[torch.Tensor]  # [(1, 32, 4s, 4s), (1, 64, 2s, 2s)], conv_s0/s1 applied
+    vision: torch.Tensor  # (B, 256, s, s) stride-16 features, no memory
+    vision_pos: torch.Tensor  # (B, 256, s, s)
+    high_res: list[torch.Tensor]  # [(B, 32, 4s, 4s), (B, 64, 2s, 2s)], conv_s0/s1 applied
 
     def expand(self, b: int) -> "FrameFeatures":
+        """A one-frame (batch 1) result repeated for b objects, without copying."""
         return FrameFeatures(
             self.vision.expand(b, -1, -1, -1), self.vision_pos.expand(b, -1, -1, -1),
             [h.expand(b, -1, -1, -1) for h in self.high_res],
+        )
+
+    def row(self, i: int) -> "FrameFeatures":
+        """Frame i alone (batch 1), without copying."""
+        return FrameFeatures(self.vision[i : i + 1], self.vision_pos[i : i + 1], [h[i : i + 1] for h in self.high_res])
+
+    @staticmethod
+    def cat(parts: Sequence["FrameFeatures"]) -> "FrameFeatures":
+        """Rows of several frames (e.g. of different sessions) as one batch."""
+        if len(parts) == 1:
+            return parts[0]
+        return FrameFeatures(
+            torch.cat([p.vision for p in parts]), torch.cat([p.vision_pos for p in parts]),
+            [torch.cat(level) for level in zip(*(p.high_res for p in parts))],
         )
 
 
@@ -39,64 +60,111 @@ class HeadOutput:
     low_res: torch.Tensor  # (B, 1, 4s, 4s) float32 logits
     high_res: torch.Tensor  # (B, 1, S, S) float32 logits
     obj_ptr: torch.Tensor  # (B, 256)
-    score: torch.Tensor  # (B, 1) object score logit, > 0 = present
+    object_score_logit: torch.Tensor  # (B, 1), > 0 = present
     iou: torch.Tensor  # (B, 1) predicted IoU of the chosen mask
+
+    def row(self, i: int) -> "HeadOutput":
+        """Object i alone (batch 1)."""
+        return HeadOutput(self.low_res[i : i + 1], self.high_res[i : i + 1], self.obj_ptr[i : i + 1],
+                          self.object_score_logit[i : i + 1], self.iou[i : i + 1])
+
+    def memory_entry(self, i: int, maskmem: torch.Tensor | None) -> MemoryEntry:
+        """What object i leaves in its memory: maskmem (64, s, s) or None (encoded later)."""
+        return MemoryEntry(maskmem, self.obj_ptr[i], self.object_score_logit[i], self.low_res[i])
+
+
+@dataclass
+class TrackedBatch:
+    """A tracking step's result for B objects: their (hole-filled) outputs and new memories."""
+
+    heads: HeadOutput
+    maskmem: torch.Tensor | None  # (B, 64, s, s); None where the step keeps no memory
+
+    def memory_entry(self, i: int) -> MemoryEntry:
+        return self.heads.memory_entry(i, None if self.maskmem is None else self.maskmem[i])
+
+
+# ---- the steps ----------------------------------------------------------------------------------
+
+
+def track_objects(
+    model: SAM2Model,
+    feats: FrameFeatures,
+    selections: Sequence[MemorySelection],
+    fill_hole_area: int = 0,
+    remember: bool = True,
+) -> TrackedBatch:
+    """Track B objects without prompts on their frames: memory attention, SAM heads, new memory.
+
+    feats has B rows (row i: object i's frame); selections[i] is object i's memory, all of one layout.
+    remember=False skips the memory encoder (independent images that add no memory).
+    """
+    pix = conditioned_features(model, feats, selections)
+    heads = sam_heads(model, pix, feats.high_res, None, None, None, multimask=True)
+    maskmem = (
+        encode_memory(model, feats, heads.high_res, heads.object_score_logit, binarize=False) if remember else None
+    )
+    heads.low_res = fill_holes(heads.low_res, fill_hole_area)
+    return TrackedBatch(heads, maskmem)
+
+
+def segment_prompted(
+    model: SAM2Model,
+    feats: FrameFeatures,
+    selections: Sequence[MemorySelection] | None,
+    coords: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    prev_logits: torch.Tensor | None = None,
+    fill_hole_area: int = 0,
+) -> HeadOutput:
+    """B objects prompted on their frames -> hole-filled outputs.
+
+    Either clicks/boxes coords (B, N, 2) with labels (B, N), decoded against the objects' memories
+    (selections) or, on a conditioning frame (selections None), against none; prev_logits (B, 1, 4s, 4s)
+    are the masks being refined. Or a binary mask (B, 1, S, S) that becomes the output itself.
+    """
+    if mask is not None:
+        out = mask_as_output(model, feats, mask)
+    else:
+        pix = conditioned_features(model, feats, selections)
+        out = sam_heads(model, pix, feats.high_res, coords, labels, prev_logits, multimask=coords.shape[1] <= 1)
+    out.low_res = fill_holes(out.low_res, fill_hole_area)
+    return out
+
+
+def prompt_memory(
+    model: SAM2Model, feats: FrameFeatures, low_res: torch.Tensor, object_score_logit: torch.Tensor
+) -> torch.Tensor:
+    """Memory of B prompted objects from their (hole-filled) low-res masks (B, 1, 4s, 4s), binarised as
+    Meta's preflight does -> (B, 64, s, s)."""
+    size = model.image_size
+    high = F.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)
+    return encode_memory(model, feats, high, object_score_logit, binarize=True)
+
+
+# ---- their parts ----------------------------------------------------------------------------------
 
 
 def frame_features(model: SAM2Model, image: torch.Tensor) -> FrameFeatures:
-    """(1, 3, S, S) normalised frame -> its features."""
+    """(B, 3, S, S) normalised frames -> their features."""
     out = model.forward_image(image)
     return FrameFeatures(out.backbone_fpn[-1], out.vision_pos_enc[-1], out.backbone_fpn[:2])
 
 
-def sine_1d(pos: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
-    """Transformer sine encoding of scalar positions: (P,) -> (P, dim), sines then cosines."""
-    half = dim // 2
-    k = torch.arange(half, dtype=torch.float32, device=pos.device)
-    freqs = temperature ** (2 * torch.div(k, 2, rounding_mode="floor") / half)
-    angles = pos.float()[:, None] / freqs
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
-
-
-def pointer_tokens(
-    model: SAM2Model, ptrs: torch.Tensor, positions: list[int], max_ptrs: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Object pointers (B, P, 256) at signed frame offsets -> tokens and encodings (B, 4P, 64).
-
-    Each 256-d pointer is split into 256 / mem_dim tokens that share its temporal encoding.
-    """
-    cfg = model.cfg
-    b, p, c = ptrs.shape
-    mem = cfg.mem_dim
-    if cfg.add_tpos_enc_to_obj_ptrs:
-        t = torch.tensor(positions, device=ptrs.device, dtype=torch.float32) / max(max_ptrs - 1, 1)
-        pos = model.obj_ptr_tpos_proj(sine_1d(t, c if cfg.proj_tpos_enc_in_obj_ptrs else mem))  # (P, mem)
-        pos = pos.to(ptrs.dtype)[None].expand(b, -1, -1)
-    else:
-        pos = ptrs.new_zeros(b, p, mem)
-    split = c // mem
-    tokens = ptrs.reshape(b, p * split, mem)
-    return tokens, pos.repeat_interleave(split, dim=1)
-
-
-def condition_on_memory(
-    model: SAM2Model,
-    feats: FrameFeatures,
-    memory: torch.Tensor,
-    memory_pos: torch.Tensor,
-    num_ptr_tokens: int,
+def conditioned_features(
+    model: SAM2Model, feats: FrameFeatures, selections: Sequence[MemorySelection] | None
 ) -> torch.Tensor:
-    """Current features attend to memories: memory (B, M, 64) -> conditioned features (B, 256, s, s)."""
+    """The features the heads see (B, 256, s, s): attending to the selected memories, or, with none (a frame
+    that starts or re-prompts a track), plus the learned no-memory embedding."""
+    if selections is None:
+        return feats.vision + model.no_mem_embed.reshape(1, -1, 1, 1).to(feats.vision.dtype)
+    memory, memory_pos, n_ptr = assemble_memory(model, list(selections), memory_pos_enc(model, feats.vision.device))
     b, c, h, w = feats.vision.shape
     curr = feats.vision.flatten(2).transpose(1, 2)  # (B, HW, C)
     curr_pos = feats.vision_pos.flatten(2).transpose(1, 2)
-    out = model.memory_attention(curr, curr_pos, memory, memory_pos, num_obj_ptr_tokens=num_ptr_tokens)
+    out = model.memory_attention(curr, curr_pos, memory, memory_pos, num_obj_ptr_tokens=n_ptr)
     return out.transpose(1, 2).reshape(b, c, h, w)
-
-
-def without_memory(model: SAM2Model, feats: FrameFeatures) -> torch.Tensor:
-    """Features of a frame that starts a track: the learned no-memory embedding is added."""
-    return feats.vision + model.no_mem_embed.reshape(1, -1, 1, 1).to(feats.vision.dtype)
 
 
 def sam_heads(
@@ -109,8 +177,6 @@ def sam_heads(
     multimask: bool,
 ) -> HeadOutput:
     """Decode B objects; absent objects get NO_OBJ_SCORE masks and the learned no-object pointer."""
-    from .sam2_model import ImageFeatures
-
     b = pix_feat.shape[0]
     if coords is None:  # tracking without clicks: a single padding point
         coords = torch.zeros(b, 1, 2, device=pix_feat.device)
@@ -143,25 +209,25 @@ def mask_as_output(model: SAM2Model, feats: FrameFeatures, masks: torch.Tensor) 
     ptr = ptr_heads.obj_ptr
     lam = present.to(ptr.dtype)
     ptr = lam * ptr + (1 - lam) * model.no_obj_ptr.to(ptr.dtype)
-    score = MASK_AS_OUTPUT_SCALE * present + MASK_AS_OUTPUT_BIAS
-    return HeadOutput(low, high, ptr, score, torch.ones(b, 1, device=masks.device))
+    object_score_logit = MASK_AS_OUTPUT_SCALE * present + MASK_AS_OUTPUT_BIAS
+    return HeadOutput(low, high, ptr, object_score_logit, torch.ones(b, 1, device=masks.device))
 
 
 def encode_memory(
-    model: SAM2Model, feats: FrameFeatures, high_res_masks: torch.Tensor, score: torch.Tensor, binarize: bool
+    model: SAM2Model, feats: FrameFeatures, high_res_masks: torch.Tensor, object_score_logit: torch.Tensor,
+    binarize: bool,
 ) -> torch.Tensor:
-    """Memory of B objects on this frame from their masks (B, 1, S, S) -> (B, 64, s, s)."""
+    """Memory of B objects on their frames from their masks (B, 1, S, S) -> (B, 64, s, s)."""
     cfg = model.cfg
     probs = (high_res_masks > 0).float() if binarize else torch.sigmoid(high_res_masks)
     mask_in = probs * cfg.sigmoid_scale_for_mem_enc + cfg.sigmoid_bias_for_mem_enc
     mem, _ = model.memory_encoder(feats.vision, mask_in, skip_mask_sigmoid=True)
     if model.no_obj_embed_spatial is not None:
-        absent = (score <= 0).to(mem.dtype)[:, :, None, None]  # (B, 1, 1, 1)
+        absent = (object_score_logit <= 0).to(mem.dtype)[:, :, None, None]  # (B, 1, 1, 1)
         mem = mem + absent * model.no_obj_embed_spatial.to(mem.dtype)[:, :, None, None]
     return mem
 
 
-def memory_pos_enc(model: SAM2Model, device: torch.device) -> torch.Tensor:
-    """The memories' spatial encoding, the same for every frame: (1, 64, s, s)."""
-    s = model.cfg.embedding_size
-    return model.memory_encoder.position_encoding(torch.zeros(1, model.cfg.mem_dim, s, s, device=device))
+def fill_holes(low_res: torch.Tensor, area: int) -> torch.Tensor:
+    """Background holes up to `area` low-res pixels become weakly foreground (Meta's fill_hole_area)."""
+    return fill_small_regions(low_res, 0.0, area, HOLE_LOGIT)

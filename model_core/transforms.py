@@ -33,8 +33,36 @@ def as_rgb_uint8(image) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def preprocess(image: np.ndarray, size: int) -> torch.Tensor:
-    """HWC RGB uint8 -> (3, size, size) float32, resized (area filter when shrinking) and ImageNet-normalised."""
+RESIZES = ("bilinear", "bicubic", "area")
+
+
+def preprocess(image, size: int, device: str | torch.device | None = None, resize: str = "bilinear") -> torch.Tensor:
+    """HWC RGB uint8 -> (3, size, size) float32 on `device`, resized and ImageNet-normalised.
+
+    The uint8 image is uploaded once and resized on the device. `resize` picks the reference's filter:
+    "bilinear" (antialiased, on [0, 1] floats) as Meta's image predictor; "bicubic" (antialiased, rounded to
+    uint8) as its video frame loader's PIL resize; "area" is OpenCV on the host (the old path, an option).
+    """
+    if resize == "area":
+        return _preprocess_opencv(np.asarray(image), size).to(device)
+    if resize not in RESIZES:
+        raise ValueError(f"unknown resize {resize!r}; use one of {', '.join(RESIZES)}")
+    x = torch.as_tensor(np.ascontiguousarray(image)).to(device)  # (H, W, 3) uint8
+    x = x.permute(2, 0, 1)[None].float()  # (1, 3, H, W)
+    if resize == "bilinear":
+        x = F.interpolate(x / 255.0, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    else:
+        # PIL resizes width, then height, rounding to uint8 (and so clipping the overshoot) after each pass
+        for hw in ((x.shape[2], size), (size, size)):
+            x = F.interpolate(x, size=hw, mode="bicubic", align_corners=False, antialias=True).round_().clamp_(0, 255)
+        x = x / 255.0
+    mean = torch.as_tensor(IMAGENET_MEAN, device=x.device)[:, None, None]
+    std = torch.as_tensor(IMAGENET_STD, device=x.device)[:, None, None]
+    return ((x[0] - mean) / std).contiguous()
+
+
+def _preprocess_opencv(image: np.ndarray, size: int) -> torch.Tensor:
+    """OpenCV on the host: area filter when shrinking, bilinear otherwise (faster on small CPUs)."""
     h, w = image.shape[:2]
     shrink = size < h and size < w
     resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)

@@ -7,32 +7,27 @@ objects with matching memory layouts are tracked in one batch.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .mask_ops import fill_small_regions
-from .memory_bank import MemoryEntry, ObjectTrack, assemble_memory, select_memories
+from .memory_bank import MemoryEntry, ObjectTrack, group_by_layout, select_memories
+from .modeling.sam2_model import SAM2Model
 from .precision import autocast
-from .sam2_model import SAM2Model
+from .prompt_inputs import LOW_RES_CLAMP, mask_prompt, one_object, prompt_points
 from .tracking_step import (
     NO_OBJ_SCORE,
     FrameFeatures,
-    condition_on_memory,
-    encode_memory,
     frame_features,
-    mask_as_output,
-    memory_pos_enc,
-    sam_heads,
-    without_memory,
+    prompt_memory,
+    segment_prompted,
+    track_objects,
 )
 from .transforms import preprocess
 from .video_io import FrameSource, open_video
-from .video_tracker import HOLE_LOGIT, LOW_RES_CLAMP
+from .video_tracker import COND, NON_COND
 
 
 @dataclass
@@ -40,7 +35,7 @@ class _ObjectState:
     track: ObjectTrack
     points: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # frame -> (1,N,2), (1,N)
     masks: dict[int, torch.Tensor] = field(default_factory=dict)
-    temp: dict[str, dict[int, MemoryEntry]] = field(default_factory=lambda: {"cond": {}, "non_cond": {}})
+    temp: dict[str, dict[int, MemoryEntry]] = field(default_factory=lambda: {COND: {}, NON_COND: {}})
     tracked: dict[int, bool] = field(default_factory=dict)  # frame -> tracked in reverse
 
 
@@ -64,8 +59,9 @@ class VideoPredictor:
     """Offline video segmentation with Meta's API on our model."""
 
     def __init__(self, model: SAM2Model, dtype: torch.dtype = torch.float32, fill_hole_area: int = 0,
-                 progress: bool = True) -> None:
+                 progress: bool = True, resize: str = "bicubic") -> None:
         self.model = model
+        self.resize = resize  # the reference video loader's filter; "area": OpenCV on the host
         self.dtype = dtype
         self.progress = progress
         self.fill_hole_area = fill_hole_area
@@ -90,7 +86,7 @@ class VideoPredictor:
 
     def frame_tensor(self, state: VideoState, frame_idx: int) -> torch.Tensor:
         """The preprocessed (3, S, S) input for a frame."""
-        return preprocess(state.frames[frame_idx], self.image_size)
+        return preprocess(state.frames[frame_idx], self.image_size, self.device, self.resize)
 
     def _features(self, state: VideoState, frame_idx: int) -> FrameFeatures:
         if state.cached is None or state.cached[0] != frame_idx:
@@ -119,19 +115,9 @@ class VideoPredictor:
             raise ValueError("a box must come first: use clear_old_points=True when giving a box")
         self._check_frame(state, frame_idx)
         obj = self._obj(state, obj_id)
-        size = self.image_size
-        coords = torch.zeros(0, 2) if points is None else torch.as_tensor(np.asarray(points), dtype=torch.float32)
-        labs = torch.zeros(0, dtype=torch.int64) if labels is None else torch.as_tensor(np.asarray(labels)).long()
-        coords, labs = coords.reshape(1, -1, 2), labs.reshape(1, -1)
-        if coords.shape[1] != labs.shape[1]:
-            raise ValueError(f"{coords.shape[1]} points but {labs.shape[1]} labels")
-        if box is not None:
-            corners = torch.as_tensor(np.asarray(box), dtype=torch.float32).reshape(1, 2, 2)
-            coords = torch.cat([corners, coords], dim=1)
-            labs = torch.cat([torch.tensor([[2, 3]]), labs], dim=1)
-        if normalize_coords:
-            coords = coords / torch.tensor([state.video_width, state.video_height], dtype=torch.float32)
-        coords, labs = (coords * size).to(self.device), labs.to(self.device)
+        hw = (state.video_height, state.video_width)
+        points, labels, box = one_object(points, labels, box)
+        coords, labs = prompt_points(points, labels, box, hw, self.image_size, self.device, normalize_coords)
         if not clear_old_points and frame_idx in obj.points:
             old_c, old_l = obj.points[frame_idx]
             coords, labs = torch.cat([old_c, coords], dim=1), torch.cat([old_l, labs], dim=1)
@@ -140,18 +126,16 @@ class VideoPredictor:
 
         is_init = frame_idx not in obj.tracked
         reverse = False if is_init else obj.tracked[frame_idx]
-        key = "cond" if is_init else "non_cond"
-        prev = obj.temp[key].get(frame_idx) or obj.track.cond.get(frame_idx) or obj.track.non_cond.get(frame_idx)
+        key = COND if is_init else NON_COND
+        prev = obj.temp[key].get(frame_idx) or obj.track.entry(frame_idx)
         prev_logits = None
         if prev is not None and prev.low_res is not None:
             prev_logits = prev.low_res[None].to(self.device).clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP)
+        sels = None if is_init else [select_memories(obj.track, frame_idx, reverse, state.num_frames, self.model.cfg)]
         with autocast(self.device, self.dtype):
             feats = self._features(state, frame_idx)
-            pix = self._pix_feat(state, obj.track, feats, frame_idx, is_init, reverse)
-            multimask = coords.shape[1] <= 1
-            out = sam_heads(self.model, pix, feats.high_res, coords, labs, prev_logits, multimask)
-        low = self._fill_holes(out.low_res)
-        obj.temp[key][frame_idx] = MemoryEntry(None, out.obj_ptr[0], out.score[0], low[0])
+            out = segment_prompted(self.model, feats, sels, coords, labs, None, prev_logits, self.fill_hole_area)
+        obj.temp[key][frame_idx] = out.memory_entry(0, None)
         return frame_idx, state.obj_ids, self._frame_masks(state, frame_idx, key)
 
     def add_new_points(self, *args, **kwargs):
@@ -164,22 +148,14 @@ class VideoPredictor:
         state = inference_state
         self._check_frame(state, frame_idx)
         obj = self._obj(state, obj_id)
-        m = torch.as_tensor(np.asarray(mask)).to(self.device)
-        if m.ndim != 2:
-            raise ValueError(f"mask must be (H, W), got {tuple(m.shape)}")
-        m = m[None, None].float()
-        size = self.image_size
-        if m.shape[-2:] != (size, size):
-            m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-            m = (m >= 0.5).float()
+        m = mask_prompt(mask, self.image_size, self.device)
         obj.masks[frame_idx] = m
         obj.points.pop(frame_idx, None)
-        is_init = frame_idx not in obj.tracked
-        key = "cond" if is_init else "non_cond"
+        key = COND if frame_idx not in obj.tracked else NON_COND
         with autocast(self.device, self.dtype):
-            out = mask_as_output(self.model, self._features(state, frame_idx), m)
-        low = self._fill_holes(out.low_res)
-        obj.temp[key][frame_idx] = MemoryEntry(None, out.obj_ptr[0], out.score[0], low[0])
+            feats = self._features(state, frame_idx)
+            out = segment_prompted(self.model, feats, None, None, None, m, None, self.fill_hole_area)
+        obj.temp[key][frame_idx] = out.memory_entry(0, None)
         return frame_idx, state.obj_ids, self._frame_masks(state, frame_idx, key)
 
     # ---- propagation ----------------------------------------------------------------------
@@ -190,17 +166,15 @@ class VideoPredictor:
         state = inference_state
         if not state.objects:
             raise RuntimeError("No input points or masks are provided for any object; please add inputs first.")
-        size = self.image_size
         for obj in state.objects.values():
-            for key in ("non_cond", "cond"):
+            for key in (NON_COND, COND):
                 for frame_idx, entry in obj.temp[key].items():
                     if entry.maskmem is None:
                         with autocast(self.device, self.dtype):
                             feats = self._features(state, frame_idx)
-                            high = F.interpolate(entry.low_res[None].to(self.device), size=(size, size),
-                                                 mode="bilinear", align_corners=False)
-                            entry.maskmem = encode_memory(self.model, feats, high, entry.score[None], binarize=True)[0]
-                    (obj.track.cond if key == "cond" else obj.track.non_cond)[frame_idx] = entry
+                            entry.maskmem = prompt_memory(self.model, feats, entry.low_res[None].to(self.device),
+                                                          entry.object_score_logit[None])[0]
+                    (obj.track.cond if key == COND else obj.track.non_cond)[frame_idx] = entry
                 obj.temp[key].clear()
             if not obj.track.cond:
                 raise RuntimeError(
@@ -233,29 +207,21 @@ class VideoPredictor:
 
     def _track_frame(self, state: VideoState, frame_idx: int, reverse: bool) -> dict[int, torch.Tensor]:
         lows: dict[int, torch.Tensor] = {}
-        groups = defaultdict(list)
+        followers = []
         for obj_id, obj in state.objects.items():
             if frame_idx in obj.track.cond:
                 lows[obj_id] = obj.track.cond[frame_idx].low_res[None]
             else:
-                sel = select_memories(obj.track, frame_idx, reverse, state.num_frames, self.model.cfg)
-                groups[sel.layout].append((obj, sel))
+                followers.append((obj, select_memories(obj.track, frame_idx, reverse, state.num_frames, self.model.cfg)))
             obj.tracked[frame_idx] = reverse
-        if groups:
+        if followers:
             with autocast(self.device, self.dtype):
                 feats = self._features(state, frame_idx)
-                for members in groups.values():
-                    objs, sels = zip(*members)
-                    ff = feats.expand(len(objs))
-                    memory, memory_pos, n_ptr = assemble_memory(self.model, list(sels),
-                                                                memory_pos_enc(self.model, self.device))
-                    pix = condition_on_memory(self.model, ff, memory, memory_pos, n_ptr)
-                    heads = sam_heads(self.model, pix, ff.high_res, None, None, None, multimask=True)
-                    mem = encode_memory(self.model, ff, heads.high_res, heads.score, binarize=False)
-                    low = self._fill_holes(heads.low_res)
+                for objs, sels in group_by_layout(followers):
+                    step = track_objects(self.model, feats.expand(len(objs)), sels, self.fill_hole_area)
                     for i, obj in enumerate(objs):
-                        obj.track.non_cond[frame_idx] = MemoryEntry(mem[i], heads.obj_ptr[i], heads.score[i], low[i])
-                        lows[obj.track.obj_id] = low[i : i + 1]
+                        obj.track.non_cond[frame_idx] = step.memory_entry(i)
+                        lows[obj.track.obj_id] = step.heads.low_res[i : i + 1]
         return lows
 
     # ---- editing --------------------------------------------------------------------------
@@ -268,16 +234,15 @@ class VideoPredictor:
         obj = self._obj(state, obj_id)
         obj.points.pop(frame_idx, None)
         obj.masks.pop(frame_idx, None)
-        obj.temp["cond"].pop(frame_idx, None)
-        obj.temp["non_cond"].pop(frame_idx, None)
+        obj.temp[COND].pop(frame_idx, None)
+        obj.temp[NON_COND].pop(frame_idx, None)
         entry = obj.track.cond.pop(frame_idx, None)
         if entry is not None:
             obj.track.non_cond[frame_idx] = entry
             obj.tracked.pop(frame_idx, None)
         if not need_output:
             return None
-        is_cond = any(frame_idx in o.temp["cond"] for o in state.objects.values())
-        return frame_idx, state.obj_ids, self._frame_masks(state, frame_idx, "cond" if is_cond else "non_cond")
+        return frame_idx, state.obj_ids, self._frame_masks(state, frame_idx, self._kind_shown(state, frame_idx))
 
     @torch.inference_mode()
     def remove_object(self, inference_state: VideoState, obj_id: int, strict: bool = False, need_output: bool = True):
@@ -294,8 +259,7 @@ class VideoPredictor:
         updated = []
         if need_output and state.objects:
             for frame_idx in sorted(frames):
-                is_cond = any(frame_idx in o.temp["cond"] for o in state.objects.values())
-                updated.append((frame_idx, self._frame_masks(state, frame_idx, "cond" if is_cond else "non_cond")))
+                updated.append((frame_idx, self._frame_masks(state, frame_idx, self._kind_shown(state, frame_idx))))
         return state.obj_ids, updated
 
     @torch.inference_mode()
@@ -309,25 +273,19 @@ class VideoPredictor:
         if not 0 <= frame_idx < state.num_frames:
             raise IndexError(f"frame_idx {frame_idx} is outside the video (0..{state.num_frames - 1})")
 
-    def _pix_feat(self, state, track, feats, frame_idx, is_init, reverse) -> torch.Tensor:
-        if is_init:
-            return without_memory(self.model, feats)
-        sel = select_memories(track, frame_idx, reverse, state.num_frames, self.model.cfg)
-        memory, memory_pos, n_ptr = assemble_memory(self.model, [sel], memory_pos_enc(self.model, self.device))
-        return condition_on_memory(self.model, feats, memory, memory_pos, n_ptr)
+    def _kind_shown(self, state: VideoState, frame_idx: int) -> str:
+        """Which pending prompts a frame's output shows: conditioning ones if any object has one there."""
+        return COND if any(frame_idx in o.temp[COND] for o in state.objects.values()) else NON_COND
 
     def _frame_masks(self, state: VideoState, frame_idx: int, key: str) -> torch.Tensor:
         """All objects' current logits on a frame at video resolution; objects without output get NO_OBJ_SCORE."""
         out = torch.full((len(state.objects), 1, state.video_height, state.video_width), NO_OBJ_SCORE,
                          device=self.device)
         for i, obj in enumerate(state.objects.values()):
-            entry = obj.temp[key].get(frame_idx) or obj.track.cond.get(frame_idx) or obj.track.non_cond.get(frame_idx)
+            entry = obj.temp[key].get(frame_idx) or obj.track.entry(frame_idx)
             if entry is not None and entry.low_res is not None:
                 out[i : i + 1] = self._to_video(state, entry.low_res[None].to(self.device))
         return out
-
-    def _fill_holes(self, low_res: torch.Tensor) -> torch.Tensor:
-        return fill_small_regions(low_res, 0.0, self.fill_hole_area, HOLE_LOGIT)
 
     def _to_video(self, state: VideoState, low_res: torch.Tensor) -> torch.Tensor:
         return F.interpolate(low_res.float(), size=(state.video_height, state.video_width), mode="bilinear",

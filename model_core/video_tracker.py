@@ -7,32 +7,29 @@ the last num_maskmem frames' memories and the last 16 frames' object pointers. N
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .mask_ops import fill_small_regions
-from .memory_bank import MemoryEntry, MemorySelection, ObjectTrack, assemble_memory, select_memories
+from .memory_bank import MemorySelection, ObjectTrack, group_by_layout, select_memories
+from .modeling.sam2_model import SAM2Model
 from .precision import autocast
-from .sam2_model import SAM2Model
+from .prompt_inputs import LOW_RES_CLAMP, mask_prompt, one_object, prompt_points
 from .tracking_step import (
     FrameFeatures,
     HeadOutput,
-    condition_on_memory,
-    encode_memory,
     frame_features,
-    mask_as_output,
-    memory_pos_enc,
-    sam_heads,
-    without_memory,
+    prompt_memory,
+    segment_prompted,
+    track_objects,
 )
-from .transforms import as_rgb_uint8, preprocess, to_model_coords
+from .transforms import as_rgb_uint8, preprocess
 
-LOW_RES_CLAMP = 32.0
-HOLE_LOGIT = 0.1  # what a filled hole becomes: weakly foreground
+COND, NON_COND = "cond", "non_cond"  # the two kinds of memory entry (ObjectTrack's two dicts)
 
 
 @dataclass
@@ -54,9 +51,19 @@ class ObjectResult:
     obj_id: int
     mask: np.ndarray  # (H, W) bool at the video's resolution
     logits: torch.Tensor  # (1, 4s, 4s) float32 low-resolution logits
-    score: float  # predicted IoU of the mask
-    object_score: float  # presence logit
+    iou: float  # predicted IoU of the mask
+    object_score_logit: float  # > 0 means the object is present
     present: bool
+
+    @property
+    def score(self) -> float:
+        """Old name of `iou` (the wire format keeps it), for callers written against it."""
+        return self.iou
+
+    @property
+    def object_score(self) -> float:
+        """Old name of `object_score_logit`."""
+        return self.object_score_logit
 
 
 @dataclass
@@ -71,7 +78,7 @@ class TrackResult:
 @dataclass
 class StepDelta:
     """What one step changed: entries written and deleted (obj_id, kind, frame), fields dropped from kept
-    entries (obj_id, kind, frame, field), so that a store writes only new bytes."""
+    entries (obj_id, kind, frame, field), so that a store writes only new bytes. kind: COND or NON_COND."""
 
     put: list[tuple[int, str, int]] = field(default_factory=list)
     delete: list[tuple[int, str, int]] = field(default_factory=list)
@@ -102,8 +109,10 @@ class TrackerState:
 class VideoTracker:
     """Tracks every prompted object through a stream of frames with SAM 2's memory."""
 
-    def __init__(self, model: SAM2Model, dtype: torch.dtype = torch.float32, fill_hole_area: int = 0) -> None:
+    def __init__(self, model: SAM2Model, dtype: torch.dtype = torch.float32, fill_hole_area: int = 0,
+                 resize: str = "bicubic") -> None:
         self.model = model
+        self.resize = resize  # the reference video loader's filter; "area": OpenCV on the host
         self.dtype = dtype
         self.fill_hole_area = fill_hole_area
 
@@ -136,38 +145,14 @@ class VideoTracker:
         if mask is not None:
             if points is not None or box is not None:
                 raise ValueError("give either a mask or points/box, not both")
-            return Prompt(mask=self._mask_input(state, mask), update_memory=update_memory)
+            return Prompt(mask=mask_prompt(mask, size, dev), update_memory=update_memory)
         if (points is None) != (labels is None):
             raise ValueError("points and labels must be given together")
         if points is None and box is None:
             raise ValueError("give points with labels, a box, or a mask")
-        coords, labs = [], []
-        hw = (state.height, state.width)
-        if box is not None:
-            b = torch.as_tensor(np.asarray(box, dtype=np.float32)).reshape(-1)
-            if b.numel() != 4:
-                raise ValueError("box must be [x0, y0, x1, y1]")
-            coords.append(to_model_coords(b.reshape(2, 2), hw, size, normalize_coords))
-            labs.append(torch.tensor([2, 3]))
-        if points is not None:
-            p = torch.as_tensor(np.asarray(points, dtype=np.float32)).reshape(-1, 2)
-            lab = torch.as_tensor(np.asarray(labels)).reshape(-1).long()
-            if lab.shape[0] != p.shape[0]:
-                raise ValueError(f"{p.shape[0]} points but {lab.shape[0]} labels")
-            coords.append(to_model_coords(p, hw, size, normalize_coords))
-            labs.append(lab)
-        return Prompt(torch.cat(coords).to(dev), torch.cat(labs).to(dev), update_memory=update_memory)
-
-    def _mask_input(self, state: TrackerState, mask) -> torch.Tensor:
-        m = torch.as_tensor(np.asarray(mask)).to(self.device)
-        if m.ndim != 2:
-            raise ValueError(f"mask must be (H, W), got {tuple(m.shape)}")
-        m = m[None, None].float()
-        size = self.cfg.image_size
-        if m.shape[-2:] != (size, size):
-            m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-            m = (m >= 0.5).float()
-        return m
+        points, labels, box = one_object(points, labels, box)
+        coords, labs = prompt_points(points, labels, box, (state.height, state.width), size, dev, normalize_coords)
+        return Prompt(coords[0], labs[0], update_memory=update_memory)
 
     def add_prompt(
         self, state: TrackerState, obj_id: int, points=None, labels=None, box=None, mask=None,
@@ -204,7 +189,8 @@ class VideoTracker:
             raise KeyError(f"unknown object id {obj_id}")
         state.pending.pop(int(obj_id), None)
         state.frame_points.pop(int(obj_id), None)
-        state.last_delta.delete += [(track.obj_id, k, t) for k, d in (("c", track.cond), ("n", track.non_cond)) for t in d]
+        state.last_delta.delete += [(track.obj_id, k, t) for k, d in ((COND, track.cond), (NON_COND, track.non_cond))
+                                    for t in d]
 
     def reset(self, state: TrackerState) -> None:
         """Drop all objects, prompts and memories; the frame counter continues."""
@@ -216,85 +202,100 @@ class VideoTracker:
 
     def track(self, state: TrackerState, frame) -> TrackResult:
         """Segment every object on the next frame (HWC RGB uint8 at the session's size, or a tensor)."""
-        if isinstance(frame, torch.Tensor) and frame.ndim == 3 and frame.shape[0] == 3:
-            x = frame[None].to(self.device, torch.float32)  # already preprocessed (3, S, S)
-        else:
-            image = as_rgb_uint8(frame)
-            if image.shape[:2] != (state.height, state.width):
-                raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]}, session is {state.width}x{state.height}")
-            x = preprocess(image, self.cfg.image_size)[None].to(self.device)
+        return self.track_batch([state], [frame])[0]
+
+    def track_batch(self, states: Sequence[TrackerState], frames: Sequence) -> list[TrackResult]:
+        """`track` for several independent sessions at once: their frames in one encoder call, and their
+        objects whose memory layouts agree in one tracking step. Each result is what `track` gives alone."""
+        if len({id(s) for s in states}) != len(states):
+            raise ValueError("a session can take one frame per batch")
+        x = torch.cat([self._input(state, frame) for state, frame in zip(states, frames)])  # (N, 3, S, S)
         with torch.inference_mode(), autocast(self.device, self.dtype):
-            return self._track(state, x)
+            feats = frame_features(self.model, x)
+            return self._track_batch(list(states), [feats.row(i) for i in range(len(states))])
 
-    def _track(self, state: TrackerState, x: torch.Tensor) -> TrackResult:
-        f = state.frame_idx
-        state.last_delta = StepDelta()
-        feats = frame_features(self.model, x)
-        outputs: dict[int, HeadOutput] = {}
+    def _input(self, state: TrackerState, frame) -> torch.Tensor:
+        """(1, 3, S, S) model input of a frame (HWC RGB uint8 at the session's size, or a preprocessed tensor)."""
+        if isinstance(frame, torch.Tensor) and frame.ndim == 3 and frame.shape[0] == 3:
+            return frame[None].to(self.device, torch.float32)
+        image = as_rgb_uint8(frame)
+        if image.shape[:2] != (state.height, state.width):
+            raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]}, session is {state.width}x{state.height}")
+        return preprocess(image, self.cfg.image_size, self.device, self.resize)[None]
 
-        for obj_id, prompt in list(state.pending.items()):
-            outputs[obj_id] = self._start_track(state, feats, f, obj_id, prompt)
-        state.pending.clear()
+    def _track_batch(self, states: list[TrackerState], feats: list[FrameFeatures]) -> list[TrackResult]:
+        outputs: list[dict[int, HeadOutput]] = [{} for _ in states]
+        waiting = []  # ((session k, track), selection) of every object tracked from memory
+        for k, state in enumerate(states):
+            f = state.frame_idx
+            state.last_delta = StepDelta()
+            for obj_id, prompt in list(state.pending.items()):
+                outputs[k][obj_id] = self._start_track(state, feats[k], f, obj_id, prompt)
+            state.pending.clear()
+            waiting += [((k, track), sel) for track, sel in self.memory_selections(state, f, exclude=outputs[k])]
 
-        followers = [t for t in state.objects.values() if t.obj_id not in outputs and t.cond]
-        groups: dict[tuple[int, int], list] = defaultdict(list)
-        for track in followers:
+        for remember in (True, False):  # sessions of independent images add no memory: never mixed with videos
+            mine = [item for item in waiting if (states[item[0][0]].mode == "video") == remember]
+            for members, sels in group_by_layout(mine):
+                sessions = [k for k, _ in members]  # consecutive runs of one session share its frame's row
+                rows = FrameFeatures.cat([feats[k].expand(sum(1 for _ in run)) for k, run in groupby(sessions)])
+                step = track_objects(self.model, rows, sels, self.fill_hole_area, remember)
+                for i, (k, track) in enumerate(members):
+                    outputs[k][track.obj_id] = step.heads.row(i)
+                    if remember:
+                        f = states[k].frame_idx
+                        track.non_cond[f] = step.memory_entry(i)
+                        states[k].last_delta.put.append((track.obj_id, NON_COND, f))
+
+        results = []
+        for k, state in enumerate(states):
+            f = state.frame_idx
+            self._evict(state, f)
+            state.frame_idx = f + 1
+            state.last_features = feats[k]
+            out = outputs[k]
+            results.append(TrackResult(f, [self._result(state, obj_id, out[obj_id]) for obj_id in state.objects
+                                           if obj_id in out]))
+        return results
+
+    def memory_selections(self, state: TrackerState, f: int, exclude=()) -> list[tuple[ObjectTrack, MemorySelection]]:
+        """Each tracked object's memories for frame f (objects in `exclude` or never prompted left out)."""
+        out = []
+        for track in state.objects.values():
+            if track.obj_id in exclude or not track.cond:
+                continue
             sel = select_memories(track, f, False, state.num_frames, self.cfg)
             if state.mode == "images":  # unrelated images have no time between them: every pointer is "1 back"
                 sel = MemorySelection(sel.spatial, [(1, e) for _, e in sel.pointers], sel.max_ptrs)
-            groups[sel.layout].append((track, sel))
-        for members in groups.values():
-            tracks, sels = zip(*members)
-            b = len(tracks)
-            ff = feats.expand(b)
-            memory, memory_pos, n_ptr = assemble_memory(self.model, list(sels), memory_pos_enc(self.model, x.device))
-            pix = condition_on_memory(self.model, ff, memory, memory_pos, n_ptr)
-            heads = sam_heads(self.model, pix, ff.high_res, None, None, None, multimask=True)
-            remember = state.mode == "video"
-            mem = encode_memory(self.model, ff, heads.high_res, heads.score, binarize=False) if remember else None
-            for i, track in enumerate(tracks):
-                out = HeadOutput(heads.low_res[i : i + 1], heads.high_res[i : i + 1], heads.obj_ptr[i : i + 1],
-                                 heads.score[i : i + 1], heads.iou[i : i + 1])
-                out.low_res = self.fill_holes(out.low_res)
-                outputs[track.obj_id] = out
-                if remember:
-                    track.non_cond[f] = MemoryEntry(mem[i], heads.obj_ptr[i], heads.score[i], out.low_res[0])
-                    state.last_delta.put.append((track.obj_id, "n", f))
+            out.append((track, sel))
+        return out
 
-        self._evict(state, f)
-        state.frame_idx = f + 1
-        state.last_features = feats
-        results = [self._result(state, obj_id, outputs[obj_id]) for obj_id in state.objects if obj_id in outputs]
-        return TrackResult(f, results)
+    # ---- prompts on a frame ---------------------------------------------------------------
 
-    # ---- steps ----------------------------------------------------------------------------
-
-    def _heads_for_prompt(
-        self, feats: FrameFeatures, prompt: Prompt, pix: torch.Tensor, prev_logits: torch.Tensor | None
+    def _segment_prompted(
+        self, feats: FrameFeatures, prompt: Prompt, sel: MemorySelection | None, prev_logits: torch.Tensor | None
     ) -> HeadOutput:
-        if prompt.mask is not None:
-            return mask_as_output(self.model, feats, prompt.mask)
-        multimask = prompt.num_points <= 1
-        return sam_heads(self.model, pix, feats.high_res, prompt.coords[None], prompt.labels[None], prev_logits, multimask)
+        coords = None if prompt.coords is None else prompt.coords[None]
+        labels = None if prompt.labels is None else prompt.labels[None]
+        sels = None if sel is None else [sel]
+        return segment_prompted(self.model, feats, sels, coords, labels, prompt.mask, prev_logits, self.fill_hole_area)
 
-    def _prompt_memory(self, feats: FrameFeatures, out: HeadOutput) -> torch.Tensor:
-        """Memory of a prompted frame: from the (hole-filled) low-res mask, binarised, as Meta's preflight does."""
-        size = self.cfg.image_size
-        high = F.interpolate(out.low_res, size=(size, size), mode="bilinear", align_corners=False)
-        return encode_memory(self.model, feats, high, out.score, binarize=True)[0]
+    def _remember_prompt(self, state: TrackerState, feats: FrameFeatures, f: int, track: ObjectTrack, kind: str,
+                         out: HeadOutput) -> None:
+        maskmem = prompt_memory(self.model, feats, out.low_res, out.object_score_logit)[0]
+        (track.cond if kind == COND else track.non_cond)[f] = out.memory_entry(0, maskmem)
+        state.last_delta.put.append((track.obj_id, kind, f))
 
     def _start_track(self, state: TrackerState, feats: FrameFeatures, f: int, obj_id: int, prompt: Prompt) -> HeadOutput:
         """A prompt on a frame the object has not been tracked on: a conditioning frame, without memory."""
         track = state.objects.setdefault(obj_id, ObjectTrack(obj_id))
-        out = self._heads_for_prompt(feats, prompt, without_memory(self.model, feats), None)
-        out.low_res = self.fill_holes(out.low_res)
+        out = self._segment_prompted(feats, prompt, None, None)
         if prompt.coords is not None:
             state.frame_points[obj_id] = (f, prompt.coords, prompt.labels)
         else:
             state.frame_points.pop(obj_id, None)
         if prompt.update_memory:
-            track.cond[f] = MemoryEntry(self._prompt_memory(feats, out), out.obj_ptr[0], out.score[0], out.low_res[0])
-            state.last_delta.put.append((obj_id, "c", f))
+            self._remember_prompt(state, feats, f, track, COND, out)
         return out
 
     def _refine_current(self, state: TrackerState, obj_id: int, prompt: Prompt) -> ObjectResult:
@@ -309,25 +310,18 @@ class VideoTracker:
             if prev is not None and prev[0] == f and (prompt.labels < 2).all():
                 prompt = Prompt(torch.cat([prev[1], prompt.coords]), torch.cat([prev[2], prompt.labels]),
                                 update_memory=prompt.update_memory)
-        is_cond = f in track.cond
-        entry = track.cond[f] if is_cond else track.non_cond[f]
-        prev_logits = entry.low_res[None].clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP) if entry.low_res is not None else None
-        if prompt.mask is not None:
-            prev_logits = None
-        if is_cond:  # refining a prompted frame: still no memory, as on its first click
-            pix = without_memory(self.model, feats)
-        else:  # correcting a tracked frame: conditioned on the memory before it
-            sel = select_memories(track, f, False, state.num_frames, self.cfg)
-            memory, memory_pos, n_ptr = assemble_memory(self.model, [sel], memory_pos_enc(self.model, feats.vision.device))
-            pix = condition_on_memory(self.model, feats, memory, memory_pos, n_ptr)
-        out = self._heads_for_prompt(feats, prompt, pix, prev_logits)
-        out.low_res = self.fill_holes(out.low_res)
+        kind = COND if f in track.cond else NON_COND
+        entry = track.entry(f)
+        prev_logits = None
+        if entry.low_res is not None and prompt.mask is None:
+            prev_logits = entry.low_res[None].clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP)
+        # refining a prompted frame: still no memory, as on its first click; a tracked frame: the memory before it
+        sel = None if kind == COND else select_memories(track, f, False, state.num_frames, self.cfg)
+        out = self._segment_prompted(feats, prompt, sel, prev_logits)
         if prompt.coords is not None:
             state.frame_points[obj_id] = (f, prompt.coords, prompt.labels)
         if prompt.update_memory:
-            new = MemoryEntry(self._prompt_memory(feats, out), out.obj_ptr[0], out.score[0], out.low_res[0])
-            (track.cond if is_cond else track.non_cond)[f] = new
-            state.last_delta.put.append((obj_id, "c" if is_cond else "n", f))
+            self._remember_prompt(state, feats, f, track, kind, out)
         return self._result(state, obj_id, out)
 
     def _evict(self, state: TrackerState, f: int) -> None:
@@ -337,28 +331,24 @@ class VideoTracker:
         for track in state.objects.values():
             for t in [t for t in track.non_cond if t < keep_ptr_from]:
                 del track.non_cond[t]
-                state.last_delta.delete.append((track.obj_id, "n", t))
+                state.last_delta.delete.append((track.obj_id, NON_COND, t))
             for t, e in track.non_cond.items():
                 if t < keep_mem_from and e.maskmem is not None:
                     e.maskmem = None
-                    state.last_delta.drop.append((track.obj_id, "n", t, "maskmem"))
+                    state.last_delta.drop.append((track.obj_id, NON_COND, t, "maskmem"))
                 if t < f and e.low_res is not None:
                     e.low_res = None
-                    state.last_delta.drop.append((track.obj_id, "n", t, "low_res"))
+                    state.last_delta.drop.append((track.obj_id, NON_COND, t, "low_res"))
             for t, e in track.cond.items():
                 if t < f and e.low_res is not None:
                     e.low_res = None
-                    state.last_delta.drop.append((track.obj_id, "c", t, "low_res"))
+                    state.last_delta.drop.append((track.obj_id, COND, t, "low_res"))
 
     # ---- helpers --------------------------------------------------------------------------
-
-    def fill_holes(self, low_res: torch.Tensor) -> torch.Tensor:
-        """Background holes up to fill_hole_area low-res pixels become weakly foreground (Meta's fill_hole_area)."""
-        return fill_small_regions(low_res, 0.0, self.fill_hole_area, HOLE_LOGIT)
 
     def _result(self, state: TrackerState, obj_id: int, out: HeadOutput) -> ObjectResult:
         logits = out.low_res.float()
         video = F.interpolate(logits, size=(state.height, state.width), mode="bilinear", align_corners=False)
-        score = float(out.score.reshape(-1)[0])
+        presence = float(out.object_score_logit.reshape(-1)[0])
         return ObjectResult(obj_id, (video[0, 0] > 0).cpu().numpy(), logits[0], float(out.iou.reshape(-1)[0]),
-                            score, score > 0)
+                            presence, presence > 0)

@@ -104,7 +104,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _expected_shapes(name: str) -> dict[str, tuple[int, ...]]:
-    from .sam2_model import SAM2Model
+    from .modeling.sam2_model import SAM2Model
 
     with torch.device("meta"):
         model = SAM2Model(CONFIGS[name])

@@ -14,7 +14,7 @@ from .errors import CrashGuardMiddleware, install_error_handlers
 from .inputs import BodyLimitMiddleware
 from .metrics import RequestMetricsMiddleware
 from .openapi import install_openapi
-from .routers import embed, everything, health, models, segment, track
+from .routers import demo, embed, everything, health, models, segment, track
 from .schemas import (
     EmbedForm, EmbedRequest, EverythingForm, EverythingRequest, ProblemDetails, SegmentForm, SegmentRequest,
 )
@@ -69,6 +69,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.add_middleware(RequestMetricsMiddleware, metrics=engine.metrics)  # outermost: times everything
 
     app.include_router(health.router)
+    if settings.demo:
+        app.include_router(demo.router)  # the web page: static files, public (the API calls carry the key)
     app.include_router(track.router)  # authenticates in the handler (WebSockets carry keys differently)
     secured = [Depends(require_api_key)]
     for router in (segment.router, everything.router, embed.router, models.router):

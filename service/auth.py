@@ -14,7 +14,7 @@ from . import errors
 bearer_scheme = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 header_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="the API key")
 
-NO_AUTH_TENANT = ""
+NO_AUTH_TENANT = "anonymous"  # the tenant of every caller while auth is off (no SAM2_API_KEYS)
 
 
 def hash_key(key: str) -> str:
@@ -32,19 +32,35 @@ def match_key(presented: str, hashes: list[str]) -> str | None:
     return found
 
 
+def presented_key(headers, query_params=None) -> str | None:
+    """The API key a request shows: `Authorization: Bearer`, `X-API-Key`, or (WebSockets from browsers, which
+    cannot set headers) the `api_key` query parameter."""
+    auth = headers.get("authorization", "")
+    key = auth[7:] if auth.lower().startswith("bearer ") else headers.get("x-api-key")
+    if not key and query_params is not None:
+        key = query_params.get("api_key")
+    return key or None
+
+
+def tenant_of(presented: str | None, hashes: list[str]) -> str | None:
+    """The tenant (digest of the key) of a caller showing `presented`; NO_AUTH_TENANT with auth off; None if refused."""
+    if not hashes:
+        return NO_AUTH_TENANT
+    return match_key(presented, hashes) if presented else None
+
+
 async def require_api_key(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
     api_key: Annotated[str | None, Security(header_scheme)],
 ) -> str:
-    """The caller's tenant (the digest of its key; "" with auth off). Embeddings are cached per tenant."""
+    """The caller's tenant (the digest of its key; NO_AUTH_TENANT with auth off). Embeddings and tracking
+    sessions belong to a tenant."""
     hashes: list[str] = request.app.state.settings.api_keys
-    if not hashes:
-        return NO_AUTH_TENANT
     presented = bearer.credentials if bearer is not None else api_key
-    if not presented:
+    if hashes and not presented:
         raise errors.unauthorized("this server needs an API key: send `Authorization: Bearer <key>` or `X-API-Key`")
-    tenant = match_key(presented, hashes)
+    tenant = tenant_of(presented, hashes)
     if tenant is None:
         where = "Authorization: Bearer (checked first; X-API-Key is then ignored)" if bearer else "X-API-Key"
         raise errors.unauthorized(f"the API key in {where} is not valid")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -106,7 +107,56 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.weights == "random":
         print("WARNING: --weights random serves an UNTRAINED model; its masks are meaningless "
               "(tests and smoke runs only).", file=sys.stderr)
-    uvicorn.run(create_app(settings), **uvicorn_options(settings), log_level=args.log_level)
+    app = create_app(settings)
+    engine = app.state.engine
+    server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options(settings), log_level=args.log_level))
+
+    def exit_if_loading_fails() -> None:
+        # A process that cannot load its model should not wait for a probe to notice: exit, and let the
+        # orchestrator restart it (CrashLoopBackOff with the reason in the last log line).
+        if not engine.wait_ready() and engine.error is not None:
+            server.should_exit = True
+
+    threading.Thread(target=exit_if_loading_fails, name="sam2-load-watch", daemon=True).start()
+    server.run()
+    if engine.error is not None:
+        reason = (str(engine.error).strip().splitlines() or [""])[0]
+        print(f"error: the model failed to load: {type(engine.error).__name__}: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_fetch_weights(args: argparse.Namespace) -> int:
+    """Put the checkpoint of SAM2_MODEL into SAM2_WEIGHTS_DIR (from SAM2_WEIGHTS_URL or Meta's URL), checked
+    against SAM2_WEIGHTS_SHA256 when set; a file already there is checked too. The chart's seeding init container."""
+    import hashlib
+
+    from pydantic import ValidationError
+
+    from model_core.weights import CheckpointError, resolve_checkpoint
+
+    from .settings import Settings
+
+    try:
+        settings = Settings(**({"model": args.model} if args.model else {}))
+    except ValidationError as exc:
+        print(f"error: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        path = resolve_checkpoint(settings.model, sha256=settings.weights_sha256, progress=False)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if settings.weights_sha256:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        if digest.hexdigest() != settings.weights_sha256:
+            print(f"error: {path} has sha256 {digest.hexdigest()}, not SAM2_WEIGHTS_SHA256 {settings.weights_sha256}; "
+                  "delete it to download again", file=sys.stderr)
+            return 1
+    print(path)
     return 0
 
 
@@ -138,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, help="port (default 8000)")
     srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     srv.set_defaults(func=cmd_serve)
+
+    fetch = sub.add_parser("fetch-weights", help="download and check the model's checkpoint into SAM2_WEIGHTS_DIR, "
+                                                 "then exit (settings from SAM2_* variables)")
+    fetch.add_argument("--model", help="default: SAM2_MODEL")
+    fetch.set_defaults(func=cmd_fetch_weights)
     return parser
 
 

@@ -18,6 +18,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .wire import encode_raw_frame
+
 
 def _image_bytes(image) -> bytes:
     """A path, raw encoded bytes, or an HWC RGB array (sent as PNG, lossless)."""
@@ -197,8 +199,6 @@ class TrackSession:
 
     def send_frame_nowait(self, frame, raw: bool = False) -> None:
         if raw:
-            from service.track_sessions import encode_raw_frame
-
             self.ws.send(encode_raw_frame(np.asarray(frame, np.uint8)))
         else:
             self.ws.send(_image_bytes(frame))

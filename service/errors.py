@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .engine_errors import EngineError, NotReady, Overloaded, QueueTimeout
+
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -95,6 +97,14 @@ def not_ready(detail: str, retry_after: int) -> Problem:
     return Problem(503, "not-ready", "Model not ready", detail, headers={"Retry-After": str(retry_after)})
 
 
+def engine_problem(exc: EngineError) -> Problem:
+    """The problem+json form of an engine's refusal."""
+    make = {NotReady: not_ready, Overloaded: overloaded, QueueTimeout: queue_timeout}.get(type(exc))
+    if make is None:
+        return Problem(503, exc.kind, "Model unavailable", exc.detail, headers={"Retry-After": str(exc.retry_after)})
+    return make(exc.detail, exc.retry_after)
+
+
 # ---- rendering -------------------------------------------------------------------------------------------
 
 
@@ -156,6 +166,10 @@ def install_error_handlers(app: FastAPI, count_error) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return answer(request, exc)
+
+    @app.exception_handler(EngineError)
+    async def _engine(request: Request, exc: EngineError) -> JSONResponse:
+        return answer(request, engine_problem(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -38,6 +38,23 @@ class Metrics:
             "sam2_device_seconds", "model time per stage (encoder, decoder, amg)", ["stage", "model"],
             buckets=DEVICE_BUCKETS, registry=r,
         )
+        self.step_seconds = Histogram(
+            "sam2_step_seconds", "model time per scheduled step, by kind", ["kind"], buckets=DEVICE_BUCKETS,
+            registry=r,
+        )
+        self.step_batch = Histogram(
+            "sam2_step_batch", "jobs sharing one step, by kind", ["kind"], buckets=BATCH_BUCKETS, registry=r,
+        )
+        self.step_wait = Histogram(
+            "sam2_step_wait_seconds", "time a step waited to run, by kind (its priority class)", ["kind"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.cancelled_steps = Counter(
+            "sam2_cancelled_steps", "steps dropped because their client went away", registry=r,
+        )
+        self.oom_splits = Counter(
+            "sam2_oom_splits", "batches split and retried after running out of device memory", ["kind"], registry=r,
+        )
         self.cache_hits = Counter("sam2_embedding_cache_hits", "embedding cache hits", registry=r)
         self.cache_misses = Counter("sam2_embedding_cache_misses", "embedding cache misses", registry=r)
         self.cache_bytes = Gauge("sam2_embedding_cache_bytes", "bytes held by the embedding cache", registry=r)

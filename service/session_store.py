@@ -37,7 +37,7 @@ class SessionRecord:
     """Who owns a session and what it runs; the token is kept only as its sha256."""
 
     session_id: str
-    owner: str  # the API key's id (its hash prefix) or "anonymous"
+    owner: str  # the tenant that made it: the full sha256 digest of its API key, or auth.NO_AUTH_TENANT
     token_sha256: str
     model: str
     image_size: int
@@ -159,8 +159,39 @@ class MemoryStore(SessionStore):
         return sum(1 for sid in list(self._data) if (s := self._live(sid)) is not None and s.record.owner == owner)
 
 
-# KEYS: meta, header, entries, owner-index. ARGV: expected version, ttl, header, replace flag, n_puts,
-# then n_puts (field, value) pairs, then the fields to delete.
+# The scripts below are a session's transactions: Lua runs atomically and, the keys sharing one hash
+# slot, on one Redis Cluster node (redis-py's cluster pipelines are no substitute for MULTI/EXEC).
+
+# KEYS: meta, header, entries. ARGV: ttl, header, n_meta, then n_meta (field, value) pairs, then entry pairs.
+# The meta fields include n_entries, the entry count every write keeps, so that a load or a write notices an
+# entry key that is gone or partial (an eviction under allkeys-lru).
+_CREATE_LUA = """
+local ttl = tonumber(ARGV[1])
+redis.call('DEL', KEYS[1], KEYS[3])
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ttl)
+local n = tonumber(ARGV[3])
+local i = 4
+for _ = 1, n do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+while i <= #ARGV do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('EXPIRE', KEYS[3], ttl) end
+return 1
+"""
+
+# KEYS: meta, header, entries. One consistent snapshot: {meta fields, header or false, entry fields}.
+_LOAD_LUA = """
+return {redis.call('HGETALL', KEYS[1]), redis.call('GET', KEYS[2]), redis.call('HGETALL', KEYS[3])}
+"""
+
+# KEYS: meta, header, entries. ARGV: expected version, ttl, header, replace flag, n_puts,
+# then n_puts (field, value) pairs, then the fields to delete. -1 gone, -2 moved on, -3 incomplete (a key of
+# the session evicted: only a full rewrite, replace flag '1', is accepted), else the new version.
 _WRITE_LUA = """
 local v = redis.call('HGET', KEYS[1], 'version')
 if not v then return -1 end
@@ -197,19 +228,76 @@ return redis.call('HINCRBY', KEYS[1], 'version', 1)
 """
 
 
+def connect(url: str, **options):
+    """A redis-py asyncio client for a session-store URL:
+
+    - `redis://[[user]:password@]host:port/db`, `rediss://...` (TLS), `unix://`: one server;
+    - `redis+sentinel://[[user]:password@]host:port[,host:port...]/<master name>[/db]` (`rediss+sentinel://`
+      for TLS): the master the Sentinels name, followed through failovers; the password is the master's,
+      `?sentinel_password=` the Sentinels' if they have one;
+    - `redis+cluster://[[user]:password@]host:port[,host:port...]` (`rediss+cluster://`): a Redis Cluster,
+      reached through any of its nodes.
+
+    Other query parameters go to the connections (e.g. `?ssl_ca_certs=/etc/redis/ca.pem` for a private CA).
+    """
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    import redis.asyncio as redis
+
+    scheme, _, _ = url.partition("://")
+    if scheme in ("redis", "rediss", "unix"):
+        return redis.from_url(url, **options)
+    base, _, kind = scheme.partition("+")
+    if base not in ("redis", "rediss") or kind not in ("sentinel", "cluster"):
+        raise ValueError(f"unknown session store URL scheme {scheme!r}: redis, rediss, redis+sentinel, "
+                         "rediss+sentinel, redis+cluster or rediss+cluster")
+    parts = urlsplit(url)
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    auth = {"username": unquote(username) or None, "password": unquote(password) or None}
+    hosts = []
+    for host in hostlist.split(","):
+        name, _, port = host.rpartition(":")
+        hosts.append((name, int(port)))
+    query = dict(parse_qsl(parts.query))
+    tls = {"ssl": True, **{k: query.pop(k) for k in list(query) if k.startswith("ssl_")}} if base == "rediss" else {}
+    if kind == "cluster":
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        options.pop("health_check_interval", None)
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in hosts], **auth, **tls, **query, **options)
+    from redis.asyncio.sentinel import Sentinel
+
+    service, _, db = parts.path.strip("/").partition("/")
+    if not service:
+        raise ValueError("a redis+sentinel:// URL names the master after the hosts: .../<master name>[/db]")
+    timeouts = {k: v for k, v in options.items() if k.startswith("socket_")}
+    sentinel = Sentinel(hosts, sentinel_kwargs={"password": query.pop("sentinel_password", None), **timeouts, **tls})
+    return sentinel.master_for(service, db=int(db or 0), **auth, **tls, **query, **options)
+
+
+def _is_oom(message: str) -> bool:
+    """An OOM refusal, also as a script's error (which older servers wrap in "ERR Error running script")."""
+    return message.startswith("OOM") or "OOM command not allowed" in message
+
+
+def _pairs(flat: list) -> dict:
+    """HGETALL's reply inside a Lua script: a flat [field, value, ...] list."""
+    return dict(zip(flat[::2], flat[1::2]))
+
+
 class RedisStore(SessionStore):
-    """Sessions in Redis (redis-py asyncio); any replica can resume a session another one wrote."""
+    """Sessions in Redis (redis-py asyncio): one server, Sentinel or Cluster (`connect`); any replica can
+    resume a session another one wrote. A session's keys share one hash slot ({session id}), so its
+    transactions and its write script run on one Cluster node; the per-owner index is written on its own."""
 
     def __init__(self, url: str, prefix: str = "sam2", socket_timeout: float = 2.0) -> None:
-        import redis.asyncio as redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        self._redis = redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
-                                     retry=Retry(NoBackoff(), 0), health_check_interval=10)
+        self._redis = connect(url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
+                              retry=Retry(NoBackoff(), 0), health_check_interval=10)
         self._prefix = prefix
-        self._write = self._redis.register_script(_WRITE_LUA)
-        self._claim = self._redis.register_script(_CLAIM_LUA)
 
     def _keys(self, sid: str) -> tuple[str, str, str]:
         base = f"{self._prefix}:{{{sid}}}"  # hash tag: one Redis Cluster slot per session
@@ -230,33 +318,23 @@ class RedisStore(SessionStore):
                 if attempt:
                     raise StoreUnavailable(f"session store (Redis) unreachable: {exc}") from exc
             except rexc.ResponseError as exc:  # maxmemory with noeviction: the store cannot take writes
-                if isinstance(exc, (rexc.OutOfMemoryError, rexc.ExecAbortError)) or str(exc).startswith("OOM"):
+                if isinstance(exc, (rexc.OutOfMemoryError, rexc.ExecAbortError)) or _is_oom(str(exc)):
                     raise StoreUnavailable(f"session store (Redis) refused the write: {exc}") from exc
                 raise
 
     async def create(self, record, header, entries, ttl):
-        meta, hdr, ent = self._keys(record.session_id)
-
-        def make():
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.hset(meta, mapping={**record.to_fields(), "n_entries": str(len(entries))})
-            pipe.expire(meta, ttl)
-            pipe.set(hdr, header, ex=ttl)
-            pipe.delete(ent)
-            if entries:
-                pipe.hset(ent, mapping=entries)
-                pipe.expire(ent, ttl)
-            pipe.zadd(self._owner_key(record.owner), {record.session_id: time.time() + ttl})
-            return pipe.execute()
-
-        await self._call(make)
+        fields = {**record.to_fields(), "n_entries": str(len(entries))}
+        args = [ttl, header, len(fields), *(x for kv in fields.items() for x in kv),
+                *(x for kv in entries.items() for x in kv)]
+        await self._call(lambda: self._redis.eval(_CREATE_LUA, 3, *self._keys(record.session_id), *args))
+        await self.touch_owner(record.owner, record.session_id, ttl)
 
     async def write(self, session_id, expected_version, header, puts, deletes, ttl, replace=False):
         args = [expected_version, ttl, header, "1" if replace else "0", len(puts)]
         for k, v in puts.items():
             args += [k, v]
         args += list(deletes)
-        result = await self._call(lambda: self._write(keys=list(self._keys(session_id)), args=args))
+        result = await self._call(lambda: self._redis.eval(_WRITE_LUA, 3, *self._keys(session_id), *args))
         if result == -1:
             raise KeyError(session_id)
         if result == -2:
@@ -267,7 +345,7 @@ class RedisStore(SessionStore):
 
     async def claim(self, session_id, expected_version):
         meta = self._keys(session_id)[0]
-        result = await self._call(lambda: self._claim(keys=[meta], args=[expected_version]))
+        result = await self._call(lambda: self._redis.eval(_CLAIM_LUA, 1, meta, expected_version))
         if result == -1:
             raise KeyError(session_id)
         if result == -2:
@@ -275,36 +353,21 @@ class RedisStore(SessionStore):
         return int(result)
 
     async def load(self, session_id):
-        meta, hdr, ent = self._keys(session_id)
-
-        def make():
-            pipe = self._redis.pipeline(transaction=True)  # MULTI/EXEC: one consistent snapshot
-            pipe.hgetall(meta)
-            pipe.get(hdr)
-            pipe.hgetall(ent)
-            return pipe.execute()
-
-        fields, header, entries = await self._call(make)
+        fields, header, entries = await self._call(lambda: self._redis.eval(_LOAD_LUA, 3, *self._keys(session_id)))
         if not fields:
             return None
+        fields, entries = _pairs(fields), _pairs(entries)
         n_entries = fields.get(b"n_entries")
-        if header is None or (n_entries is not None and int(n_entries) != len(entries or {})):
+        if header is None or (n_entries is not None and int(n_entries) != len(entries)):
             raise IncompleteSession(session_id)
-        return StoredSession(SessionRecord.from_fields(fields), header,
-                             {k.decode(): v for k, v in (entries or {}).items()})
+        return StoredSession(SessionRecord.from_fields(fields), header, {k.decode(): v for k, v in entries.items()})
 
     async def delete(self, session_id):
         meta = self._keys(session_id)[0]
-        owner = await self._call(lambda: self._redis.hget(meta, "owner"))
-
-        def make():
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.delete(*self._keys(session_id))
-            if owner is not None:
-                pipe.zrem(self._owner_key(owner.decode()), session_id)
-            return pipe.execute()
-
-        await self._call(make)
+        owner = await self._call(lambda: self._redis.hget(meta, "owner"))  # not load(): an incomplete one goes too
+        await self._call(lambda: self._redis.delete(*self._keys(session_id)))
+        if owner is not None:
+            await self._call(lambda: self._redis.zrem(self._owner_key(owner.decode()), session_id))
 
     async def count_owned(self, owner):
         key = self._owner_key(owner)

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     weights: str | None = Field(
         None, description="checkpoint path, 'random' (untrained; tests only), or unset for the official cached file"
     )
+    weights_sha256: str | None = Field(
+        None, description="sha256 (hex) the downloaded checkpoint must have; a download that differs is refused"
+    )
     device: str | None = Field(None, description="torch device; unset: cuda if available, else cpu")
     dtype: str | None = Field(
         None, description="fp32, bf16 or fp16 autocast; unset: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32"
@@ -38,14 +41,36 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         512, ge=1, description="open connections and running requests per process; more are answered 503"
     )
+    demo: bool = Field(True, description="serve the web page at / and /demo")
 
     # the engine
-    max_batch: int = Field(8, ge=1, le=256, description="most images per encoder call")
+    max_batch: int | None = Field(
+        None, ge=1, le=256, description="most images per encoder call; unset: 1 on CPU (batching gains nothing "
+        "there), 8 on CUDA (2.3x the images/s of single calls on an H200)"
+    )
+    track_batch: int = Field(8, ge=1, le=256, description="most tracking sessions (and prompt sets) per step")
     max_wait_ms: float = Field(5.0, ge=0, description="how long a job waits for others to share its encoder call")
     queue_size: int = Field(64, ge=1, description="jobs waiting for the model at most; more get 503")
     request_timeout: float = Field(30.0, gt=0, description="seconds a job may wait in the queue before a 503")
+    everything_timeout: float = Field(
+        300.0, gt=0, description="seconds a segment-everything job may take, queueing included, before a 503"
+    )
+    everything_step_points: int | None = Field(
+        None, ge=1, le=1024, description="points of a segment-everything job per step (a click waits for one step "
+        "at most); unset: 8 on CPU, 64 on CUDA"
+    )
+    priority_aging_ms: float = Field(
+        2000.0, gt=0, description="a step that waited this long moves up one priority class (no starvation)"
+    )
     retry_after: int = Field(1, ge=0, description="Retry-After seconds sent with a 503")
+    cudnn_attention: bool = Field(
+        False, description="on CUDA, let attention use cuDNN's kernels; off: flash / memory-efficient ones, whose "
+        "lower per-call CPU cost gave 1.7x tracking frames/s on an H200 (README, GPU)"
+    )
     warmup: bool = Field(True, description="run one encode + decode before /readyz reports ready")
+    worker_stall_seconds: float = Field(
+        120.0, gt=0, description="/healthz fails once the model worker has not come back for this long (a hung device)"
+    )
     cache_bytes: int = Field(1 << 30, ge=0, description="embedding cache bound in bytes (0 disables caching)")
 
     # limits
@@ -65,7 +90,9 @@ class Settings(BaseSettings):
 
     # /v1/track sessions
     redis_url: str | None = Field(
-        None, description="session store: redis://[:password@]host:port/db (rediss:// for TLS); unset: in-process"
+        None, description="session store: redis://[:password@]host:port/db (rediss:// for TLS), "
+        "redis+sentinel://[:password@]host:port[,...]/<master>[/db], redis+cluster://[:password@]host:port[,...]; "
+        "unset: in-process"
     )
     track_queue_frames: int = Field(4, ge=1, le=256, description="frames waiting per session at most")
     track_backpressure: Literal["reject", "drop_oldest"] = Field(
@@ -108,10 +135,17 @@ class Settings(BaseSettings):
             )
         return keys
 
-    @field_validator("weights", "device", "dtype", "redis_url", mode="before")
+    @field_validator("weights", "weights_sha256", "device", "dtype", "redis_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         return None if value == "" else value
+
+    @field_validator("weights_sha256")
+    @classmethod
+    def _sha256_hex(cls, value: str | None) -> str | None:
+        if value is not None and not _SHA256_HEX.match(value.lower()):
+            raise ValueError("SAM2_WEIGHTS_SHA256 is the checkpoint's sha256 in hex (64 characters): `sha256sum FILE`")
+        return value.lower() if value else value
 
     @field_validator("model")
     @classmethod

@@ -10,14 +10,13 @@ import asyncio
 import logging
 import math
 import secrets
-import struct
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from model_core.mask_ops import encode_rle, masks_to_boxes
+from model_core.mask_ops import decode_rle, encode_rle, masks_to_boxes
 from model_core.state_codec import delta_parts, state_from_parts, state_parts
 from model_core.video_tracker import TrackerState, TrackResult, VideoTracker
 
@@ -30,10 +29,11 @@ from .schemas import TrackPrompt, TrackRemove, TrackStart
 from .session_store import (
     IncompleteSession, SessionRecord, SessionStore, StoreUnavailable, VersionConflict, token_hash,
 )
+from .wire import RAW_HEADER_BYTES, RAW_MAGIC, encode_raw_frame, raw_frame_size
+
+__all__ = ["Session", "TrackError", "TrackSessions", "decode_frame", "encode_raw_frame", "result_message"]
 
 log = logging.getLogger(__name__)
-
-RAW_MAGIC = b"RGB8"  # raw frame: magic, u32 LE width, u32 LE height, then width*height*3 bytes of RGB
 
 
 class TrackError(Exception):
@@ -64,24 +64,18 @@ def _finite(value: float) -> float | None:
 def decode_frame(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
     """A binary frame message -> HWC RGB uint8: JPEG/PNG/... (header-checked) or the raw RGB8 layout."""
     if data[:4] == RAW_MAGIC:
-        if len(data) < 12:
+        if len(data) < RAW_HEADER_BYTES:
             raise TrackError("bad_frame", "raw frame header is 12 bytes: b'RGB8', u32 width, u32 height")
-        w, h = struct.unpack("<II", data[4:12])
+        w, h = raw_frame_size(data)
         if w < 1 or h < 1 or w * h > max_pixels:
             raise TrackError("bad_frame", f"raw frame of {w}x{h} is empty or over {max_pixels} pixels")
         if len(data) != 12 + w * h * 3:
             raise TrackError("bad_frame", f"raw {w}x{h} frame needs {w * h * 3} pixel bytes, got {len(data) - 12}")
-        return np.frombuffer(data, np.uint8, offset=12).reshape(h, w, 3)
+        return np.frombuffer(data, np.uint8, offset=RAW_HEADER_BYTES).reshape(h, w, 3)
     try:
         return decode_image(data, max_bytes, max_pixels)
     except Exception as exc:  # the image module raises problem+json errors; restate them for the socket
         raise TrackError("bad_frame", getattr(exc, "detail", None) or str(exc)) from None
-
-
-def encode_raw_frame(rgb: np.ndarray) -> bytes:
-    """The raw RGB8 frame message for an HWC uint8 array (what clients without an encoder send)."""
-    h, w = rgb.shape[:2]
-    return RAW_MAGIC + struct.pack("<II", w, h) + np.ascontiguousarray(rgb, dtype=np.uint8).tobytes()
 
 
 def result_message(result: TrackResult, **extra) -> dict:
@@ -92,10 +86,21 @@ def result_message(result: TrackResult, **extra) -> dict:
         boxes = masks_to_boxes(torch.from_numpy(masks)).numpy()
         for o, rle, box in zip(result.objects, encode_rle(masks), boxes):
             objects.append({
-                "obj_id": o.obj_id, "rle": rle, "bbox": [float(v) for v in box], "score": _finite(o.score),
-                "object_score": _finite(o.object_score), "present": bool(o.present),
+                # wire names: "score" is the predicted IoU, "object_score" the presence logit
+                "obj_id": o.obj_id, "rle": rle, "bbox": [float(v) for v in box], "score": _finite(o.iou),
+                "object_score": _finite(o.object_score_logit), "present": bool(o.present),
             })
     return {"type": "masks", "frame_idx": result.frame_idx, "objects": objects, **extra}
+
+
+@dataclass
+class FrameStep:
+    """A tracked frame: its result, store notices to send before it, and where the time went."""
+
+    result: TrackResult
+    notes: list[dict]
+    track_seconds: float
+    store_seconds: float
 
 
 @dataclass
@@ -106,7 +111,7 @@ class Session:
     state: TrackerState
     token: str | None = None  # only known to the replica that created it (sent once to the client)
     pending: list[dict] = field(default_factory=list)  # checked "next" prompts waiting for the first frame's size
-    notes: list[dict] = field(default_factory=list)  # messages for the client from the last step
+    notes: list[dict] = field(default_factory=list)  # messages for the client from a step not answered yet
     needs_full_write: bool = False  # a write failed: the next one rewrites everything
     store_down_reported: bool = False
     moved: bool = False  # resumed on another connection of this replica: this one may not step any more
@@ -133,7 +138,7 @@ class TrackSessions:
 
     # ---- open ---------------------------------------------------------------------------------------
 
-    async def start(self, owner: str, msg: dict) -> Session:
+    async def start(self, tenant: str, msg: dict) -> Session:
         s = self.settings
         m = parse_message(TrackStart, msg, "bad_message")
         model = m.model
@@ -154,12 +159,12 @@ class TrackSessions:
             raise TrackError("bad_message", "give both width and height, or neither (taken from the first frame)")
         if width is not None and width * height > s.max_image_pixels:
             raise TrackError("limit", f"frames of {width}x{height} are over {s.max_image_pixels} pixels")
-        live = self.live_count(owner)
+        live = self.live_count(tenant)
         if live >= s.track_sessions_per_key:
             raise TrackError("limit", f"this API key already has {live} live sessions here "
                                       f"(limit {s.track_sessions_per_key})")
         try:
-            owned = await self.store.count_owned(owner)
+            owned = await self.store.count_owned(tenant)
         except StoreUnavailable as exc:
             raise TrackError("store_unavailable", str(exc)) from None
         if owned >= s.track_stored_sessions_per_key:
@@ -168,7 +173,7 @@ class TrackSessions:
         sid, token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)  # 128 bits each
         # a size of 0 is taken from the first frame
         state = self.tracker.new_state(height or 0, width or 0, mode=mode, max_obj_num=s.track_max_objects)
-        record = SessionRecord(sid, owner, token_hash(token), cfg.name, cfg.image_size, time.time())
+        record = SessionRecord(sid, tenant, token_hash(token), cfg.name, cfg.image_size, time.time())
         session = Session(record, state, token)
         header, entries = state_parts(state, extra={"model": cfg.name})
         try:
@@ -179,19 +184,19 @@ class TrackSessions:
         self.metrics.active_sessions.set(len(self.live))
         return session
 
-    async def resume(self, owner: str, session_id: str, token: str) -> Session:
+    async def resume(self, tenant: str, session_id: str, token: str) -> Session:
         if not isinstance(session_id, str) or not isinstance(token, str):
             raise TrackError("bad_message", "resume needs session_id and resume_token strings")
         for _ in range(3):  # a write may land between load and claim: load again
             stored = await self._load(session_id)
             rec = stored.record
-            if rec.owner != owner or not rec.token_matches(token):
+            if rec.owner != tenant or not rec.token_matches(token):
                 raise TrackError("forbidden", "this session belongs to another key or the token is wrong")
             cfg = self.engine.model.cfg
             if (rec.model, rec.image_size) != (cfg.name, cfg.image_size):
                 raise TrackError("bad_message", f"the session runs {rec.model}@{rec.image_size}, this replica "
                                                 f"{cfg.name}@{cfg.image_size}")
-            live = self.live_count(owner) - (session_id in self.live)
+            live = self.live_count(tenant) - (session_id in self.live)
             if live >= self.settings.track_sessions_per_key:
                 raise TrackError("limit", f"this API key already has {live} live sessions here")
             try:  # from now on every earlier connection's write is refused: it is told session_moved
@@ -237,9 +242,9 @@ class TrackSessions:
         return TrackError("not_found", "the session's stored state is incomplete (part of it was evicted from the "
                                        "store): it cannot be resumed; start a new one")
 
-    def live_count(self, owner: str) -> int:
-        """Sessions with an open socket on this replica for this owner."""
-        return sum(1 for x in self.live.values() if x.record.owner == owner)
+    def live_count(self, tenant: str) -> int:
+        """Sessions with an open socket on this replica for this tenant."""
+        return sum(1 for x in self.live.values() if x.record.owner == tenant)
 
     def detach(self, session: Session) -> None:
         """The socket went away: the state stays in the store (until its TTL) for a resume."""
@@ -255,9 +260,9 @@ class TrackSessions:
         except StoreUnavailable:
             pass  # its keys expire by TTL
 
-    # ---- steps --------------------------------------------------------------------------------------
+    # ---- steps: each runs on the engine, persists its delta and returns what to send ---------------
 
-    async def track_frame(self, session: Session, rgb: np.ndarray) -> TrackResult:
+    async def track_frame(self, session: Session, rgb: np.ndarray) -> FrameStep:
         st = session.state
         hw = rgb.shape[:2]
         waiting: list[TrackPrompt] = []
@@ -267,38 +272,73 @@ class TrackSessions:
                 try:
                     check_inside(prompt.obj_id, prompt, hw)
                 except errors.Problem as exc:
-                    session.notes.append(TrackError("bad_prompt", f"a prompt sent before the first "
-                                                                  f"frame, not applied: {exc.detail}").message())
+                    session.notes.append(self._dropped(exc.detail))
                     continue
                 waiting.append(prompt)
             session.pending = [p.model_dump(exclude_none=True) for p in waiting]
         elif hw != (st.height, st.width):
             raise TrackError("bad_frame", f"frame is {rgb.shape[1]}x{rgb.shape[0]}, the session's frames are "
                                           f"{st.width}x{st.height}")
-        x = await asyncio.to_thread(self.engine.prepare, rgb)
+        x = await asyncio.to_thread(self.engine.prepare, rgb, self.tracker.resize)
+        refused: list[str] = []
 
-        def step() -> TrackResult:  # one engine call: a full queue leaves the state and the prompts untouched
-            if st.height == 0:
-                st.height, st.width = hw
+        def first_frame() -> None:  # on the worker, in the tracking step itself: a full queue or a deadline
+            st.height, st.width = hw  # leaves the state and the waiting prompts untouched
             for prompt in waiting:
-                self._add_prompt(st, prompt, "next")
-            return self.tracker.track(st, x)
+                try:
+                    self._add_prompt(st, prompt, "next")
+                except (ValueError, TypeError, KeyError, OverflowError) as exc:  # e.g. too many objects
+                    refused.append(str(exc).strip("'\""))
 
         t0 = time.perf_counter()
-        result = await self.engine.call(step)
+        result = await self.engine.track(self.tracker, st, x, before=first_frame if st.height == 0 else None)
+        t1 = time.perf_counter()
         session.pending = []
-        self.metrics.device_seconds.labels("tracker", self.engine.model.cfg.name).observe(time.perf_counter() - t0)
+        session.notes.extend(self._dropped(detail) for detail in refused)
+        self.metrics.device_seconds.labels("tracker", self.engine.model.cfg.name).observe(t1 - t0)
         self.metrics.frames_tracked.inc()
-        return result
+        notes, session.notes = session.notes, []
+        notes += await self._persist_notes(session)
+        return FrameStep(result, notes, t1 - t0, time.perf_counter() - t1)
+
+    @staticmethod
+    def _dropped(detail: str) -> dict:
+        return TrackError("bad_prompt", f"a prompt sent before the first frame, not applied: {detail}").message()
 
     def _add_prompt(self, st: TrackerState, p: TrackPrompt, frame: str, mask: np.ndarray | None = None):
         return self.tracker.add_prompt(st, p.obj_id, points=p.points, labels=p.labels, box=p.box, mask=mask,
                                        frame=frame, update_memory=p.update_memory)
 
-    async def prompt(self, session: Session, msg: dict):
+    async def prompt(self, session: Session, msg: dict) -> list[dict]:
+        """An ack (prompt for the next frame, or kept until the first frame) or the refined masks (the current
+        frame), after store notices."""
+        p = parse_message(TrackPrompt, msg, "bad_prompt")
+        out = await self._apply_prompt(session, p)
+        notes = await self._persist_notes(session)  # early prompts too: acknowledged means stored
+        if out is None:
+            return notes + [{"type": "ack", "for": "prompt", "obj_id": p.obj_id, "frame_idx": session.state.frame_idx}]
+        reply = await asyncio.to_thread(result_message, TrackResult(session.state.frame_idx - 1, [out]), refined=True)
+        return notes + [reply]
+
+    async def remove_object(self, session: Session, obj_id) -> list[dict]:
+        obj_id = parse_message(TrackRemove, {"obj_id": obj_id}, "bad_message").obj_id
+        kept = [p for p in session.pending if p["obj_id"] != obj_id]  # prompts not applied yet go too
+        try:
+            await self.engine.call(lambda: self.tracker.remove_object(session.state, obj_id))
+        except KeyError:
+            if len(kept) == len(session.pending):
+                raise TrackError("unknown_object", f"no object {obj_id} in this session") from None
+        session.pending = kept
+        return await self._persist_notes(session) + [{"type": "ack", "for": "remove_object", "obj_id": obj_id}]
+
+    async def reset(self, session: Session) -> list[dict]:
+        await self.engine.call(lambda: self.tracker.reset(session.state))
+        session.pending = []
+        return await self._persist_notes(session) + [{"type": "ack", "for": "reset"}]
+
+    async def _apply_prompt(self, session: Session, p: TrackPrompt):
         """Check a prompt (REST's checks) and apply it, or keep it until the first frame gives the size."""
         st, s = session.state, self.settings
-        p = parse_message(TrackPrompt, msg, "bad_prompt")
         if len(p.points or []) > s.max_points:
             raise TrackError("bad_prompt", f"at most {s.max_points} points per prompt")
         if st.height == 0:
@@ -314,32 +354,16 @@ class TrackSessions:
             return None
         try:
             check_inside(p.obj_id, p, (st.height, st.width))
-            mask = None
-            if p.mask_input is not None:
-                from model_core.mask_ops import decode_rle
-
-                mask = decode_rle(p.mask_input.model_dump())
+            mask = None if p.mask_input is None else decode_rle(p.mask_input.model_dump())
             return await self.engine.call(lambda: self._add_prompt(st, p, p.frame, mask))
         except errors.Problem as exc:
-            if exc.status == 503:
-                raise
             raise TrackError("bad_prompt", exc.detail) from None
         except (ValueError, TypeError, KeyError, OverflowError) as exc:
             raise TrackError("bad_prompt", str(exc).strip("'\"")) from None
 
-    async def remove_object(self, session: Session, obj_id) -> None:
-        obj_id = parse_message(TrackRemove, {"obj_id": obj_id}, "bad_message").obj_id
-        kept = [p for p in session.pending if p["obj_id"] != obj_id]  # prompts not applied yet go too
-        try:
-            await self.engine.call(lambda: self.tracker.remove_object(session.state, obj_id))
-        except KeyError:
-            if len(kept) == len(session.pending):
-                raise TrackError("unknown_object", f"no object {obj_id} in this session") from None
-        session.pending = kept
-
-    async def reset(self, session: Session) -> None:
-        await self.engine.call(lambda: self.tracker.reset(session.state))
-        session.pending = []
+    async def _persist_notes(self, session: Session) -> list[dict]:
+        note = await self.persist(session)
+        return [note] if note else []
 
     # ---- persistence --------------------------------------------------------------------------------
 

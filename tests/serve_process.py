@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.redis_server import free_port
+from tests.fixtures import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -42,9 +42,9 @@ async def embed(request: Request, settings: SettingsDep, engine: EngineDep, tena
             return rgb.shape[:2], engine.prepare(rgb)
 
         hw, pixels = await run_in_threadpool(decode)
-        entry = await engine.embed(ImageInput(name, hw, pixels=pixels, content_id=sha), engine.cache_key(tenant, name))
+        entry = await engine.embed(ImageInput(name, hw, pixels=pixels, content_id=sha), tenant)
     elif name != sha:
-        engine.cache.put(engine.cache_key(tenant, name), entry)
+        engine.remember(tenant, name, entry)
     h, w = entry.orig_hw
     return EmbedResponse(image_id=name, width=w, height=h, model=engine.model.cfg.name, cached=cached,
                          embedding_bytes=entry.nbytes)

@@ -52,7 +52,7 @@ async def everything(request: Request, settings: SettingsDep, engine: EngineDep,
         h, w = image.orig_hw
         raise errors.invalid_prompt(f"a {w}x{h} image is too small for crop_n_layers {body.crop_n_layers}: "
                                     "some crops would be empty")
-    records = await engine.everything(image, engine.cache_key(tenant, image.image_id), body.amg_params())
+    records = await engine.everything(image, tenant, body.amg_params())
     h, w = image.orig_hw
 
     def respond() -> JSONResponse:  # mask encoding and JSON rendering, off the event loop

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
@@ -15,9 +17,16 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz", summary="Liveness")
 async def healthz(engine: AnyEngineDep) -> JSONResponse:
-    """200 while the process can serve; 503 once loading the model has failed (restart it)."""
+    """200 while the process can serve; 503 (restart it) once loading the model failed, the device failed, or
+    the model worker has not come back for `worker_stall_seconds` (a hung device)."""
     if engine.error is not None:
         return errors.Problem(503, "load-failed", "Model failed to load", engine.status_detail()).response("/healthz")
+    if engine.device_error is not None:
+        return errors.Problem(503, "device-failed", "Device failed", engine.status_detail()).response("/healthz")
+    stalled = time.monotonic() - engine.heartbeat
+    if engine.ready and stalled > engine.settings.worker_stall_seconds:
+        detail = f"the model worker has not come back for {stalled:.0f} s"
+        return errors.Problem(503, "worker-stalled", "Model worker stalled", detail).response("/healthz")
     return JSONResponse({"status": "ok"})
 
 

@@ -21,10 +21,10 @@ router = APIRouter(prefix="/v1", tags=["segment"])
 
 def object_payload(result: ObjectMasks, mask_format: str) -> dict:
     """One object's masks, best score first, in the requested format."""
-    order = np.argsort(-result.scores, kind="stable")
+    order = np.argsort(-result.ious, kind="stable")
     return {
         "masks": encode_masks(result.masks[order], mask_format),
-        "scores": [float(v) for v in result.scores[order]],
+        "scores": [float(v) for v in result.ious[order]],  # the wire name of the predicted IoU
         "boxes": [[float(v) for v in b] for b in result.boxes[order]],
     }
 
@@ -44,7 +44,7 @@ async def segment(request: Request, settings: SettingsDep, engine: EngineDep, te
     prompts.check_limits(body.objects, settings)
     image = await resolve_image(engine, settings, tenant, image_bytes, body.image_id)
     groups = await run_in_threadpool(prompts.build_groups, body.objects, image.orig_hw, engine.mask_input_size)
-    results = await engine.segment(image, engine.cache_key(tenant, image.image_id), groups, body.multimask_output)
+    results = await engine.segment(image, tenant, groups, body.multimask_output)
     h, w = image.orig_hw
 
     def respond() -> JSONResponse:  # mask encoding and JSON rendering, off the event loop

@@ -14,32 +14,24 @@ from collections import deque
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from .. import errors
-from ..auth import NO_AUTH_TENANT, match_key
+from ..auth import presented_key, tenant_of
+from ..engine_errors import NotReady, Overloaded, QueueTimeout
 from ..track_sessions import Session, TrackError, TrackSessions, decode_frame, result_message
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["tracking"])
 
-ANONYMOUS = "anonymous"
 
-
-def _owner(ws: WebSocket) -> str | None:
-    """The caller's key digest (Bearer / X-API-Key header, or ?api_key= for browsers); None if refused."""
-    hashes = ws.app.state.settings.api_keys
-    if not hashes:
-        return ANONYMOUS
-    auth = ws.headers.get("authorization", "")
-    key = auth[7:] if auth.lower().startswith("bearer ") else ws.headers.get("x-api-key") or ws.query_params.get("api_key")
-    found = match_key(key, hashes) if key else None
-    return found if found not in (None, NO_AUTH_TENANT) else None
+def _tenant(ws: WebSocket) -> str | None:
+    """The caller's tenant (Bearer / X-API-Key header, or ?api_key= for browsers); None if refused."""
+    return tenant_of(presented_key(ws.headers, ws.query_params), ws.app.state.settings.api_keys)
 
 
 class _Connection:
     """One socket: its session (once started), the ordered event queue and the send lock."""
 
-    def __init__(self, ws: WebSocket, sessions: TrackSessions, owner: str) -> None:
-        self.ws, self.sessions, self.owner = ws, sessions, owner
+    def __init__(self, ws: WebSocket, sessions: TrackSessions, tenant: str) -> None:
+        self.ws, self.sessions, self.tenant = ws, sessions, tenant
         s = sessions.settings
         self.max_queued, self.policy = s.track_queue_frames, s.track_backpressure
         self.events: deque = deque()
@@ -143,10 +135,10 @@ class _Connection:
                 await self.error(exc)
                 if exc.fatal:
                     return
-            except errors.Problem as exc:  # the engine's queue is full or timed out: back-pressure, not a failure
-                if exc.status != 503:
-                    raise
+            except (Overloaded, QueueTimeout) as exc:  # the engine's queue is full or timed out: back-pressure
                 await self.error(TrackError("busy", exc.detail))
+            except NotReady as exc:  # shutting down, or the device failed: nothing ran
+                await self.error(TrackError("not_ready", exc.detail))
             if self.closing:
                 return
 
@@ -157,24 +149,20 @@ class _Connection:
         rgb = await asyncio.to_thread(decode_frame, data, s.max_image_bytes, s.max_image_pixels)
         t1 = time.perf_counter()
         try:
-            result = await self.sessions.track_frame(session, rgb)
-        except errors.Problem as exc:
-            if exc.status != 503:
-                raise
-            self.sessions.metrics.dropped_frames.inc()  # the session and its prompts stay as they were
+            step = await self.sessions.track_frame(session, rgb)
+        except (Overloaded, QueueTimeout) as exc:  # back-pressure: the session and its prompts stay as they were
+            self.sessions.metrics.dropped_frames.inc()
             await self.send_notes(session)
             await self.send({"type": "busy", "seq": seq, "detail": exc.detail})
             return
-        await self.send_notes(session)
-        t2 = time.perf_counter()
-        note = await self.sessions.persist(session)
         t3 = time.perf_counter()
-        msg = await asyncio.to_thread(result_message, result, seq=seq)
+        t2 = t3 - step.store_seconds
+        msg = await asyncio.to_thread(result_message, step.result, seq=seq)
         msg["timings"] = {"queue_ms": round((t0 - received) * 1e3, 2), "decode_ms": round((t1 - t0) * 1e3, 2),
                           "track_ms": round((t2 - t1) * 1e3, 2), "store_ms": round((t3 - t2) * 1e3, 2),
                           "total_ms": round((time.perf_counter() - received) * 1e3, 2)}
         self.sessions.metrics.frame_latency.observe(time.perf_counter() - received)
-        if note:  # store news first, so a client reading this frame's masks has seen it
+        for note in step.notes:  # store news first, so a client reading this frame's masks has seen it
             await self.send(note)
         await self.send(msg)
 
@@ -196,9 +184,9 @@ class _Connection:
             if self.session is not None:
                 raise TrackError("bad_message", "this connection already has a session")
             if kind == "start":
-                self.session = await self.sessions.start(self.owner, msg)
+                self.session = await self.sessions.start(self.tenant, msg)
             else:
-                self.session = await self.sessions.resume(self.owner, msg.get("session_id"), msg.get("resume_token"))
+                self.session = await self.sessions.resume(self.tenant, msg.get("session_id"), msg.get("resume_token"))
             st = self.session.state
             reply = {"type": "session", "session_id": self.session.session_id, "frame_idx": st.frame_idx,
                      "model": self.session.record.model, "image_size": self.session.record.image_size,
@@ -208,28 +196,15 @@ class _Connection:
             await self.send(reply)
             return
         session = self.require_session()
-        if kind == "prompt":
-            out = await self.sessions.prompt(session, msg)
-            note = await self.sessions.persist(session)
-            if note:
-                await self.send(note)
-            if out is None:
-                await self.send({"type": "ack", "for": "prompt", "obj_id": msg["obj_id"],
-                                 "frame_idx": session.state.frame_idx})
+        if kind in ("prompt", "remove_object", "reset"):
+            if kind == "prompt":
+                replies = await self.sessions.prompt(session, msg)
+            elif kind == "remove_object":
+                replies = await self.sessions.remove_object(session, msg.get("obj_id"))
             else:
-                from model_core.video_tracker import TrackResult
-
-                reply = await asyncio.to_thread(result_message, TrackResult(session.state.frame_idx - 1, [out]),
-                                                refined=True)
+                replies = await self.sessions.reset(session)
+            for reply in replies:
                 await self.send(reply)
-        elif kind == "remove_object":
-            await self.sessions.remove_object(session, msg.get("obj_id"))
-            await self.sessions.persist(session)
-            await self.send({"type": "ack", "for": "remove_object", "obj_id": msg.get("obj_id")})
-        elif kind == "reset":
-            await self.sessions.reset(session)
-            await self.sessions.persist(session)
-            await self.send({"type": "ack", "for": "reset"})
         elif kind == "close":
             await self.sessions.close(session)
             self.session = None
@@ -242,9 +217,9 @@ class _Connection:
 @router.websocket("/v1/track")
 async def track(ws: WebSocket) -> None:
     sessions: TrackSessions = ws.app.state.track_sessions
-    owner = _owner(ws)
+    tenant = _tenant(ws)
     await ws.accept()
-    if owner is None:
+    if tenant is None:
         await ws.send_text(json.dumps(TrackError("unauthorized", "send a valid API key (Authorization: Bearer, "
                                                                  "X-API-Key or ?api_key=)").message()))
         await ws.close(code=1008)
@@ -253,7 +228,7 @@ async def track(ws: WebSocket) -> None:
         await ws.send_text(json.dumps(TrackError("not_ready", sessions.engine.status_detail()).message()))
         await ws.close(code=1013)
         return
-    conn = _Connection(ws, sessions, owner)
+    conn = _Connection(ws, sessions, tenant)
     reader = asyncio.create_task(conn.read())
     reader.add_done_callback(conn.reader_done)
     try:

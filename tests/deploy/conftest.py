@@ -18,7 +18,6 @@ import httpx
 import pytest
 import yaml
 
-from tests.redis_server import free_port  # noqa: F401  (re-exported for the deploy tests)
 from tests.serve_process import ServeProcess
 
 REPO = Path(__file__).resolve().parents[2]

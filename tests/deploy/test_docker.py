@@ -31,8 +31,12 @@ def stages(text: str) -> dict[str, list[str]]:
     return out
 
 
-def arg(text: str, name: str) -> str:
-    return re.search(rf"^ARG {name}=(\S*)", text, re.M).group(1).strip('"')
+def arg(text: str, name: str, **build_args: str) -> str:
+    """An ARG's value as the build sees it: --build-arg overrides, then ${OTHER} of earlier ARGs substituted."""
+    if name in build_args:
+        return build_args[name]
+    value = re.search(rf"^ARG {name}=(\S*)", text, re.M).group(1).strip('"')
+    return re.sub(r"\$\{(\w+)\}", lambda m: arg(text, m[1], **build_args), value)
 
 
 @pytest.mark.parametrize("flavour", DOCKERFILES)
@@ -68,7 +72,8 @@ def test_install_steps_match_the_project_install(flavour):
         assert any("assert torch.version.cuda" in i for i in build)
     # the project's install (.ci/setup: pip install -e ".[test]") without the editable flag and the test extra
     assert re.search(r'pip install -e "\.\[test\]"', setup)
-    assert any(re.match(r"RUN pip install \.( |$)", i) for i in build)
+    assert any(re.match(r"RUN pip install -c constraints\.txt \.( |$)", i) for i in build)
+    assert re.search(r'pip install -e "\.\[test\]" -c docker/constraints\.txt', setup)
     assert not any("[test]" in i or "pip install -e" in i for i in build)
     # every file the build of the distribution needs is copied in
     copied = " ".join(i for i in build if i.startswith("COPY"))
@@ -78,11 +83,41 @@ def test_install_steps_match_the_project_install(flavour):
         assert f in copied
     # and survives the .dockerignore beside the Dockerfile
     ignore = (DOCKERFILES[flavour].parent / f"{DOCKERFILES[flavour].name}.dockerignore").read_text()
-    for kept in ("!pyproject.toml", "!README.md", "!model_core/**", "!service/**"):
+    for kept in ("!pyproject.toml", "!README.md", "!docker/constraints.txt", "!model_core/**", "!service/**"):
         assert kept in ignore.splitlines()
     # the console script the image runs is the project's
     assert "sam2-service" in pyproject["project"]["scripts"]
     assert 'ENTRYPOINT ["sam2-service"]' in runtime and 'CMD ["serve"]' in runtime
+
+
+def runtime_requirements() -> dict[str, str]:
+    """Every package `pip install .` brings beyond torch, at the version installed in this (the test) environment."""
+    from importlib.metadata import distribution
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    found: dict[str, str] = {}
+    todo = [Requirement(d) for d in pyproject["project"]["dependencies"]]
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in found or name == "torch" or (req.marker and not req.marker.evaluate({"extra": ""})):
+            continue
+        dist = distribution(req.name)
+        found[name] = dist.version
+        todo += [Requirement(r) for r in dist.requires or []]
+    return found
+
+
+def test_images_install_the_versions_ci_tests():
+    """docker/constraints.txt pins every runtime dependency (transitively) at the version the tests ran with."""
+    text = (REPO / "docker" / "constraints.txt").read_text()
+    pinned = dict(line.split("==") for line in text.splitlines() if line and not line.startswith("#"))
+    expected = runtime_requirements()
+    assert pinned == expected, "docker/constraints.txt should read:\n" + "\n".join(
+        f"{n}=={v}" for n, v in sorted(expected.items()))
 
 
 @pytest.mark.parametrize("flavour", DOCKERFILES)
@@ -104,6 +139,37 @@ def test_runtime_stage_is_lean_non_root_with_healthcheck_and_weights_volume(flav
     # weights only when asked for: the build arg defaults to empty and guards the download
     assert arg(text, "BAKE_MODEL") == ""
     assert any('if [ -n "${BAKE_MODEL}" ]' in i and "resolve_checkpoint" in i for i in stages(text)["build"])
+
+
+# The oldest driver branch each CUDA major needs (NVIDIA's minor-version compatibility table).
+CUDA_DRIVER_MINIMUM = {12: 525, 13: 580}
+
+
+@pytest.mark.parametrize("build_args", [{}, {"CUDA_VERSION": "12.8.1", "TORCH_CUDA": "cu128"}])
+def test_cuda_image_and_torch_build_follow_one_pair_of_build_args(build_args):
+    """The default CUDA 13 image, and the CUDA 12 variant for older drivers and GPUs that the Dockerfile documents."""
+    text = DOCKERFILES["cuda"].read_text()
+    if build_args:
+        documented = " ".join(f"--build-arg {k}={v}" for k, v in build_args.items())
+        assert documented in text
+    version = arg(text, "CUDA_VERSION", **build_args)
+    assert arg(text, "CUDA_IMAGE", **build_args) == f"nvidia/cuda:{version}-base-ubuntu24.04"
+    major, minor = version.split(".")[:2]
+    assert arg(text, "TORCH_INDEX_URL", **build_args) == f"https://download.pytorch.org/whl/cu{major}{minor}"
+
+
+def test_production_example_schedules_only_on_nodes_whose_driver_runs_the_cuda_image():
+    """GPU Feature Discovery labels: a driver branch new enough for the image's CUDA, and a GPU it supports."""
+    import yaml
+
+    major = int(arg(DOCKERFILES["cuda"].read_text(), "CUDA_VERSION").split(".")[0])
+    example = yaml.safe_load((REPO / "deploy" / "helm" / "examples" / "production.yaml").read_text())
+    terms = example["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    for term in terms:  # every alternative requires the driver
+        driver = [e for e in term["matchExpressions"] if e["key"] == "nvidia.com/cuda.driver-version.major"]
+        assert driver == [{"key": "nvidia.com/cuda.driver-version.major", "operator": "Gt",
+                           "values": [str(CUDA_DRIVER_MINIMUM[major] - 1)]}]
+        assert any(e["key"].startswith("nvidia.com/gpu.compute.") for e in term["matchExpressions"])
 
 
 def test_base_image_python_satisfies_requires_python():

@@ -92,6 +92,8 @@ def test_panels_are_laid_out_without_overlap_and_use_the_datasource_variable():
         for t in p.get("targets", []):
             assert t["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
             assert 'job="$job"' in t["expr"] or "sam2_model_info" not in t["expr"], p["title"]
+            # releases and namespaces in one Prometheus are told apart (the chart's ServiceMonitor labels them)
+            assert 'namespace=~"$namespace", release=~"$release"' in t["expr"], p["title"]
 
 
 def queries() -> list[tuple[str, str]]:

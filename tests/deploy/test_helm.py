@@ -4,6 +4,7 @@ kubernetes-validate --strict, custom resources with their generated models, valu
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -24,7 +25,8 @@ VARIANTS = {
                      "--set", "httpRoute.sessionAffinity.source=header", "--set", "httpRoute.sessionAffinity.name=X-Session"],
     "ingress-bundled-redis": ["--set", "ingress.enabled=true", "--set", "redis.mode=bundled", "--set", "replicaCount=2",
                               "--set", "auth.enabled=true", "--set", "auth.keyHashes={" + "ab" * 32 + "}",
-                              "--set", "autoscaling.enabled=true", "--set", "weights.persistence.enabled=true"],
+                              "--set", "autoscaling.enabled=true", "--set", "weights.persistence.enabled=true",
+                              "--set", "weights.persistence.storageClassName=nfs"],
 }
 
 
@@ -146,6 +148,7 @@ def test_crd_validation_can_fail():
     (["--set", "metrics.serviceMonitor.interval=15"], "/metrics/serviceMonitor/interval"),
     (["--set", "resources.limits.memory=lots"], "/resources/limits/memory"),
     (["--set", "replicaCoutn=2"], "replicaCoutn"),              # typo in a key
+    (["--set", "rollout.maxSurge=one"], "/rollout/maxSurge"),
 ])
 def test_values_schema_rejects_bad_values(args, message):
     proc = helm_template(*args, check=False)
@@ -158,6 +161,11 @@ def test_values_schema_rejects_bad_values(args, message):
     (["--set", "autoscaling.enabled=true"], "needs a shared session store"),
     (["--set", "redis.mode=external"], "redis.external.existingSecret"),
     (["--set", "auth.enabled=true"], "auth.existingSecret or auth.keyHashes"),
+    (["--set", "rollout.maxSurge=0"], "cannot both be 0"),
+    (["--set", "weights.persistence.enabled=true"], "weights.persistence needs storageClassName"),
+    (["--set", "weights.url=https://mirror.example/x.pt"], "need weights.sha256"),
+    (["--set", "weights.seed.enabled=true"], "need weights.sha256"),
+    (["--set", "rollout.progressDeadlineSeconds=600"], "must exceed the startup probe's budget (900 s)"),
 ])
 def test_inconsistent_values_fail_with_a_reason(args, message):
     proc = helm_template(*args, check=False)
@@ -240,10 +248,69 @@ def test_production_render_gpu_redis_keys_autoscaling_monitoring():
     sm = one(docs, "ServiceMonitor")
     assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
     assert {"targetLabel": "job", "replacement": "sam2-service"} in sm["spec"]["endpoints"][0]["relabelings"]
+    # the alerts group by namespace (the operator's target label) and release: releases stay apart
+    assert {"targetLabel": "release", "replacement": "sam2"} in sm["spec"]["endpoints"][0]["relabelings"]
     # the ServiceMonitor selects the api Service only (the track Service has the same pods: no double scrape)
     selected = [s for s in by_kind(docs, "Service")
                 if sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
     assert [s["metadata"]["name"] for s in selected] == [dep["metadata"]["name"]]
+
+
+def test_rollout_strategy_is_a_value_and_the_deadline_covers_the_startup_budget():
+    def deadline_and_strategy(*args):
+        dep = one(render(*args), "Deployment")
+        c = dep["spec"]["template"]["spec"]["containers"][0]
+        startup = c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"]
+        return dep["spec"]["progressDeadlineSeconds"], startup, dep["spec"]["strategy"]["rollingUpdate"]
+
+    deadline, startup, strategy = deadline_and_strategy()
+    assert strategy == {"maxSurge": 1, "maxUnavailable": 0} and deadline == startup + 600
+    # the production example is for fully allocated GPU pools: replace in place, no surge pod
+    deadline, startup, strategy = deadline_and_strategy("-f", PRODUCTION)
+    assert strategy == {"maxSurge": 0, "maxUnavailable": 1}
+    assert startup == 1200 and deadline == 1800
+    deadline, _, _ = deadline_and_strategy("--set", "rollout.progressDeadlineSeconds=2400")
+    assert deadline == 2400
+
+
+def test_seeding_init_container_fetches_pinned_weights_into_the_shared_volume():
+    sha = "AB" * 32
+    docs = render("-f", PRODUCTION, "--set", "weights.seed.enabled=true", "--set", f"weights.sha256={sha}",
+                  "--set", "weights.url=https://models.internal.example/sam2.1_hiera_large.pt")
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    [init] = pod["initContainers"]
+    service = pod["containers"][0]
+    assert init["args"] == ["fetch-weights"] and init["image"] == service["image"]
+    init_env = {e["name"]: e["value"] for e in init["env"]}
+    assert init_env == {"SAM2_MODEL": "sam2.1_l", "SAM2_WEIGHTS_DIR": "/weights", "SAM2_WEIGHTS_SHA256": sha.lower(),
+                        "SAM2_WEIGHTS_URL": "https://models.internal.example/sam2.1_hiera_large.pt"}
+    # the service checks the same digest should it download itself; the init container needs no GPU
+    assert env_value(one(docs, "Deployment"), "SAM2_WEIGHTS_SHA256") == sha.lower()
+    assert "nvidia.com/gpu" not in json.dumps(init["resources"])
+    mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
+    assert mounts["weights"] == "/weights" and init["securityContext"]["readOnlyRootFilesystem"]
+    claim = pod["volumes"][[v["name"] for v in pod["volumes"]].index("weights")]["persistentVolumeClaim"]["claimName"]
+    assert one(docs, "PersistentVolumeClaim", claim)["spec"]["storageClassName"] == "shared-rwx"
+    assert "initContainers" not in one(render(), "Deployment")["spec"]["template"]["spec"]
+
+
+def test_an_existing_claim_needs_no_storage_class():
+    docs = render("--set", "weights.persistence.enabled=true", "--set", "weights.persistence.existingClaim=weights")
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "weights", "persistentVolumeClaim": {"claimName": "weights"}} in pod["volumes"]
+    assert not by_kind(docs, "PersistentVolumeClaim")
+
+
+def test_extra_volumes_mount_a_private_ca_for_rediss(tmp_path):
+    values = tmp_path / "v.yaml"
+    values.write_text(yaml.safe_dump({
+        "extraVolumes": [{"name": "redis-ca", "secret": {"secretName": "redis-ca"}}],
+        "extraVolumeMounts": [{"name": "redis-ca", "mountPath": "/etc/redis-ca", "readOnly": True}]}))
+    manifests = helm_template("-f", PRODUCTION, "-f", values).stdout
+    kubernetes_validate(manifests, "1.37")
+    pod = one(load_yaml_docs(manifests), "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "redis-ca", "secret": {"secretName": "redis-ca"}} in pod["volumes"]
+    assert {"name": "redis-ca", "mountPath": "/etc/redis-ca", "readOnly": True} in pod["containers"][0]["volumeMounts"]
 
 
 def test_image_tag_follows_gpu():
@@ -266,13 +333,30 @@ def test_track_route_hashes_on_the_session_and_reaches_the_api_pods():
     assert policy["spec"]["loadBalancer"] == {"type": "ConsistentHash", "consistentHash": {
         "type": "QueryParams", "queryParams": [{"name": "session"}]}}
     rest = one(docs, "HTTPRoute", "sam2-sam2-service")
-    assert rest["spec"]["rules"][0]["matches"][0]["path"] == {"type": "PathPrefix", "value": "/"}
+    assert {"type": "PathPrefix", "value": "/v1"} in [m["path"] for m in rest["spec"]["rules"][0]["matches"]]
 
     istio = render(*VARIANTS["istio-header"])
     rule = one(istio, "DestinationRule")
     assert rule["spec"]["host"] == "sam2-sam2-service-track.sam2.svc.cluster.local"
     assert rule["spec"]["trafficPolicy"]["loadBalancer"]["consistentHash"] == {"httpHeaderName": "X-Session"}
     assert not by_kind(istio, "BackendTrafficPolicy")
+
+
+def test_session_hash_key_is_what_clients_send_and_what_the_protocol_documents():
+    """Clients without `?session=` all hash onto one replica: the chart's key, the client and the docs must agree."""
+    import inspect
+
+    from service.client import TrackSession
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    key = values["httpRoute"]["sessionAffinity"]["name"]
+    assert values["ingress"]["trackAnnotations"][NGINX + "upstream-hash-by"] == f"$arg_{key}"
+    assert f"session={{session}}" in inspect.getsource(TrackSession._connect) and key == "session"
+    protocol = (REPO / "docs" / "protocol.md").read_text()
+    assert f"/v1/track?{key}=" in protocol
+    # the track timeout that cuts every socket is documented with its value
+    timeout = values["gateway"]["trackTimeoutSeconds"]
+    assert f"{timeout} s" in protocol and "gateway.trackTimeoutSeconds" in protocol
 
 
 def test_ingress_variant_hashes_track_and_bundled_redis_is_persistent():
@@ -283,9 +367,10 @@ def test_ingress_variant_hashes_track_and_bundled_redis_is_persistent():
     assert track["spec"]["rules"][0]["http"]["paths"][0]["path"] == "/v1/track"
     assert "upstream-hash-by" not in json.dumps(ingresses["sam2-sam2-service"]["metadata"].get("annotations", {}))
     sts = one(docs, "StatefulSet")
-    command = " ".join(sts["spec"]["template"]["spec"]["containers"][0]["command"])
-    assert "--appendonly yes" in command and '--requirepass "$REDIS_PASSWORD"' in command
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "8Gi"
+    # the governing Service of the StatefulSet is headless; clients use the ClusterIP one
+    assert one(docs, "Service", sts["spec"]["serviceName"])["spec"]["clusterIP"] == "None"
+    assert one(docs, "Service", "sam2-sam2-service-redis")["spec"]["type"] == "ClusterIP"
     secret = one(docs, "Secret", "sam2-sam2-service-redis")
     assert len(secret["data"]["redis-password"]) > 20
     dep = one(docs, "Deployment")
@@ -295,6 +380,146 @@ def test_ingress_variant_hashes_track_and_bundled_redis_is_persistent():
     assert env_value(dep, "SAM2_REDIS_URL") == "redis://:$(REDIS_PASSWORD)@sam2-sam2-service-redis:6379/0"
     assert env_value(dep, "SAM2_API_KEYS")["secretKeyRef"]["name"] == "sam2-sam2-service-auth"
     assert "checksum/auth" in dep["spec"]["template"]["metadata"]["annotations"]
+
+
+NGINX = "nginx.ingress.kubernetes.io/"
+
+
+@pytest.mark.parametrize("settings", [{}, {"request_timeout": 45.5, "max_image_bytes": 33554432}])
+def test_gateway_timeouts_and_body_limits_come_from_the_service_settings(settings, tmp_path):
+    """The gateway lets through what the service serves: its queue wait plus model time, its largest body."""
+    from service.settings import Settings
+
+    values = tmp_path / "v.yaml"
+    values.write_text(yaml.safe_dump({"settings": settings}))
+    expected = Settings(**settings)  # {}: the chart's defaults must agree with the service's
+    docs = render("--set", "ingress.enabled=true", "--set", "httpRoute.enabled=true", "-f", values)
+    timeout = math.ceil(expected.request_timeout) + 90
+    assert one(docs, "HTTPRoute", "sam2-sam2-service")["spec"]["rules"][0]["timeouts"] == {"request": f"{timeout}s"}
+    api = one(docs, "Ingress", "sam2-sam2-service")["metadata"]["annotations"]
+    assert api[NGINX + "proxy-body-size"] == str(expected.max_request_bytes)
+    assert api[NGINX + "proxy-read-timeout"] == api[NGINX + "proxy-send-timeout"] == str(timeout)
+    # the WebSocket route: the track timeout, and no body limit (nginx does not apply it to WebSocket frames)
+    track = one(docs, "Ingress", "sam2-sam2-service-track")["metadata"]["annotations"]
+    assert track[NGINX + "proxy-read-timeout"] == "3600" and NGINX + "proxy-body-size" not in track
+    assert one(docs, "HTTPRoute", "sam2-sam2-service-track")["spec"]["rules"][0]["timeouts"] == {"request": "3600s"}
+
+
+def test_ingress_annotations_override_the_derived_limits():
+    docs = render("--set", "ingress.enabled=true", "--set-string", "ingress.annotations." + NGINX.replace(".", "\\.")
+                  + "proxy-body-size=64m")
+    assert one(docs, "Ingress", "sam2-sam2-service")["metadata"]["annotations"][NGINX + "proxy-body-size"] == "64m"
+    docs = render("--set", "ingress.enabled=true", "--set", "ingress.nginxLimits=false")
+    assert NGINX + "proxy-body-size" not in json.dumps(by_kind(docs, "Ingress"))
+
+
+def published_paths(docs: list[dict]) -> set[str]:
+    routes = [rule for r in by_kind(docs, "HTTPRoute") for rule in r["spec"]["rules"]]
+    ingresses = [rule for i in by_kind(docs, "Ingress") for rule in i["spec"]["rules"]]
+    return ({m["path"]["value"] for rule in routes for m in rule["matches"]}
+            | {p["path"] for rule in ingresses for p in rule["http"]["paths"]})
+
+
+def test_gateway_publishes_the_api_not_metrics_or_docs():
+    on = ["--set", "ingress.enabled=true", "--set", "httpRoute.enabled=true"]
+    assert published_paths(render(*on)) == {"/v1", "/healthz", "/readyz", "/v1/track"}
+    assert published_paths(render(*on, "--set", "gateway.publishDocs=true")) == {
+        "/v1", "/healthz", "/readyz", "/v1/track", "/docs", "/openapi.json"}
+    # what a real request path would match: nothing routes /metrics to the pods
+    for path in published_paths(render(*on, "--set", "gateway.publishDocs=true")):
+        assert not "/metrics".startswith(path), path
+
+
+def test_network_policies_admit_the_gateway_to_the_api_and_only_the_api_to_redis():
+    docs = render(*VARIANTS["ingress-bundled-redis"])
+    policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(docs, "NetworkPolicy")}
+    api, redis = policies["sam2-sam2-service"], policies["sam2-sam2-service-redis"]
+    dep, sts = one(docs, "Deployment"), one(docs, "StatefulSet")
+    assert api["podSelector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    assert api["policyTypes"] == ["Ingress"] and api["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+    assert redis["podSelector"]["matchLabels"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    [rule] = redis["ingress"]
+    assert rule["ports"] == [{"port": "redis", "protocol": "TCP"}]
+    api_pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert rule["from"][0]["podSelector"]["matchLabels"].items() <= api_pod_labels.items()
+    # the production example names the gateway's and Prometheus' namespaces, and keeps `helm test` working
+    prod = one(render("-f", PRODUCTION), "NetworkPolicy")["spec"]["ingress"][0]["from"]
+    namespaces = [p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                  for p in prod if "namespaceSelector" in p]
+    assert namespaces == ["gateway-system", "monitoring"]
+    test_pod = [d for d in render("-f", PRODUCTION) if d["kind"] == "Pod"][0]
+    assert any("podSelector" in p and p["podSelector"]["matchLabels"].items() <= test_pod["metadata"]["labels"].items()
+               for p in prod)
+    assert not by_kind(render("--set", "networkPolicy.enabled=false"), "NetworkPolicy")
+
+
+def test_image_digest_pins_the_image():
+    digest = "sha256:" + "0123456789abcdef" * 4
+    c = one(render("--set", f"image.digest={digest}"), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"] == f"sam2-service:0.1.0@{digest}"
+    assert helm_template("--set", "image.digest=latest", check=False).returncode != 0
+
+
+@pytest.mark.parametrize("persistence, appendonly, save", [
+    ([], "no", "300 1"),                                                       # the default: snapshots
+    (["--set", "redis.bundled.persistence.mode=appendonly"], "yes", ""),
+    (["--set", "redis.bundled.persistence.enabled=false"], "no", ""),
+])
+def test_bundled_redis_command_runs_with_the_chosen_persistence_and_no_password_in_argv(
+        persistence, appendonly, save, tmp_path):
+    """The StatefulSet's command, run for real by sh and redis-server on loopback (only its data dir and
+    address changed): the password works but is not on redis-server's command line."""
+    import shutil
+    import subprocess
+
+    from tests.redis_server import _cli, _ping, free_port
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    docs = render("--set", "redis.mode=bundled", *persistence)
+    container = one(docs, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+    port = free_port()
+    script = container["command"][2].replace("--dir /data", f"--dir {tmp_path} --bind 127.0.0.1 --port {port}", 1)
+    password = "pw-" + "x" * 29
+    log = tmp_path / "redis.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*container["command"][:2], script], env={"PATH": "/usr/bin:/bin",
+                                "REDIS_PASSWORD": password}, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _ping(port, password, proc=proc, log=log)
+        argv = open(f"/proc/{proc.pid}/cmdline", "rb").read().decode()  # exec: sh became redis-server
+        assert "redis-server" in argv and password not in argv
+        assert "NOAUTH" in subprocess.run(["redis-cli", "-p", str(port), "PING"], capture_output=True, text=True).stdout
+        assert _cli(port, password, "CONFIG", "GET", "appendonly").split() == ["appendonly", appendonly]
+        assert _cli(port, password, "CONFIG", "GET", "save").split("\n")[1] == save
+        assert _cli(port, password, "CONFIG", "GET", "maxmemory-policy").split() == ["maxmemory-policy", "noeviction"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_bundled_redis_exports_metrics_to_its_own_job_when_asked():
+    args = [*VARIANTS["ingress-bundled-redis"], "--set", "redis.bundled.metrics.enabled=true",
+            "--set", "metrics.serviceMonitor.enabled=true"]
+    manifests = helm_template(*args).stdout
+    kubernetes_validate(manifests, "1.37")
+    docs = load_yaml_docs(manifests)
+    sts = one(docs, "StatefulSet")
+    exporter = {c["name"]: c for c in sts["spec"]["template"]["spec"]["containers"]}["metrics"]
+    assert exporter["ports"] == [{"name": "metrics", "containerPort": 9121, "protocol": "TCP"}]
+    assert exporter["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "sam2-sam2-service-redis"
+    monitor = one(docs, "ServiceMonitor", "sam2-sam2-service-redis")
+    assert {"targetLabel": "job", "replacement": "sam2-redis"} in monitor["spec"]["endpoints"][0]["relabelings"]
+    scraped = [svc for svc in by_kind(docs, "Service")
+               if monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+               and "metrics" in [p["name"] for p in svc["spec"]["ports"]]]
+    assert [svc["metadata"]["name"] for svc in scraped] == ["sam2-sam2-service-redis"]  # not twice (headless)
+    for r in validate_custom_resources([monitor]):
+        assert r["status"] == "valid", r
+    policy = one(docs, "NetworkPolicy", "sam2-sam2-service-redis")["spec"]["ingress"]
+    assert [rule["ports"][0]["port"] for rule in policy] == ["redis", "metrics"]
+    assert not [c for c in one(render(*VARIANTS["ingress-bundled-redis"]), "StatefulSet")["spec"]["template"]["spec"][
+        "containers"] if c["name"] == "metrics"]
 
 
 def test_dashboard_and_alerts_are_the_repository_files():

@@ -4,6 +4,7 @@ prometheus on loopback scrapes a real service process and answers PromQL over it
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import time
 
@@ -11,7 +12,8 @@ import httpx
 import pytest
 import yaml
 
-from .conftest import DASHBOARD, PROMETHEUS_DIR, free_port, png_bytes, run, stop, tool, wait_for
+from .conftest import DASHBOARD, PROMETHEUS_DIR, png_bytes, run, stop, tool, wait_for
+from tests.fixtures import free_port
 
 JOB = "sam2-service"  # the job name alerts.yml and the dashboard select on
 
@@ -38,7 +40,19 @@ def test_every_alert_has_a_unit_test_that_fires_it():
     fired = {t["alertname"] for case in tests["tests"] for t in case.get("alert_rule_test", []) if t["exp_alerts"]}
     assert alerts == fired, alerts ^ fired
     assert {"SAM2HighLatencyP99", "SAM2HighErrorRate", "SAM2QueueSaturated", "SAM2SessionStoreErrors",
-            "SAM2NoReadyReplicas"} <= alerts
+            "SAM2NoReadyReplicas", "SAM2TrackingFrameLatency", "SAM2PodRestarting", "SAM2OOMKilled",
+            "SAM2AutoscalerAtMaximum", "SAM2GPUXidErrors", "SAM2GPUUncorrectableECC"} <= alerts
+
+
+def test_service_alerts_group_by_namespace_and_release():
+    """Every alert on the service's own metrics keeps releases apart (the unit tests run two releases side by side)."""
+    rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
+    for rule in (r for g in rules["groups"] for r in g["rules"]):
+        expr = rule["expr"]
+        if "sam2_" in expr and "by (" in expr:
+            for by in re.findall(r"by \(([^)]*)\)", expr):
+                assert {"namespace", "release"} <= {x.strip() for x in by.split(",")}, (rule.get("alert"), by)
+        assert "absent(" not in expr, rule  # one healthy release would mask every other
 
 
 def test_compose_scrape_job_is_the_one_the_rules_select():
@@ -160,13 +174,22 @@ def dashboard_queries() -> list[tuple[str, str]]:
     return out
 
 
+def fill_variables(expr: str, rate_interval: str) -> str:
+    """A panel's query as Grafana sends it with every multi-value variable on "All" (compose has no namespace
+    or release label: ".*" matches series without them)."""
+    expr = expr.replace("$__rate_interval", rate_interval).replace("$job", JOB)
+    for name in ("$namespace", "$release", "$instance"):
+        expr = expr.replace(name, ".*")
+    return expr
+
+
 def test_every_dashboard_query_parses_and_runs_in_prometheus(prometheus):
     """Each panel's PromQL, with the dashboard variables filled in, is accepted and evaluated by Prometheus."""
     for title, expr in dashboard_queries():
-        concrete = (expr.replace("$__rate_interval", "30s").replace("$job", JOB).replace("$instance", ".*"))
+        concrete = fill_variables(expr, "30s")
         assert "$" not in concrete, (title, concrete)
         prometheus.query(concrete)  # asserts status == success (a parse error is status "error")
     # the latency panel returns data for the route that had traffic
     latency = next(e for t, e in dashboard_queries() if t.startswith("Latency per route"))
-    result = prometheus.query(latency.replace("$__rate_interval", "5m").replace("$job", JOB).replace("$instance", ".*"))
+    result = prometheus.query(fill_variables(latency, "5m"))
     assert any(r["metric"].get("route") == "/v1/segment" for r in result), result

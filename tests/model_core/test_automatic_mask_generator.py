@@ -16,7 +16,7 @@ from model_core.mask_ops import (
     stability_score,
     uncompressed_rle,
 )
-from tests.model_core.test_image_predictor import synthetic_image
+from tests.fixtures import synthetic_image
 from tests.reference import ours_from_reference, reference_model
 
 amg_ref = pytest.importorskip("sam2.utils.amg")

@@ -1,21 +1,12 @@
 """ImagePredictor: Meta's SAM2ImagePredictor API, checked against the reference and by example."""
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
 from model_core import ImagePredictor, build_model
+from tests.fixtures import synthetic_image
 from tests.reference import ours_from_reference, reference_model
-
-
-def synthetic_image(h, w, seed=0):
-    """A smooth random colour field with a few shapes: enough structure for stable masks."""
-    rng = np.random.default_rng(seed)
-    img = cv2.resize(rng.integers(0, 255, (9, 16, 3), dtype=np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
-    cv2.circle(img, (w // 3, h // 2), min(h, w) // 5, (250, 40, 40), -1)
-    cv2.rectangle(img, (w // 2, h // 5), (w - w // 8, h - h // 4), (30, 200, 60), -1)
-    return img
 
 
 def iou(a, b):

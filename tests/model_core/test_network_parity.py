@@ -65,7 +65,7 @@ def test_decoder_matches_for_points_boxes_and_mask_input(tiny_features, kind, mu
         image_embeddings=embed, image_pe=ref.sam_prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
         dense_prompt_embeddings=dense, multimask_output=multimask, repeat_image=True, high_res_features=high_res,
     )
-    from model_core.sam2_model import ImageFeatures
+    from model_core.modeling.sam2_model import ImageFeatures
 
     got = ours.decode(ImageFeatures(embed, list(high_res)), coords, labels, mask, multimask)
     assert got.masks.shape == e_masks.shape

@@ -6,7 +6,8 @@ import pytest
 
 from model_core.video_io import FolderFrames, VideoFileFrames, open_video
 from model_core.video_predictor import VideoPredictor
-from tests.model_core.video_fixtures import synthetic_clip, tracking_model
+from tests.model_core.video_fixtures import tracking_model
+from tests.fixtures import synthetic_clip
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from model_core.video_predictor import VideoPredictor
-from tests.model_core.video_fixtures import reference_state, reference_video_predictor, restore_torch, synthetic_clip
+from tests.model_core.video_fixtures import reference_state, reference_video_predictor, restore_torch
+from tests.fixtures import synthetic_clip
 from tests.reference import ours_from_reference
 
 NAME, SIZE, N, H, W = "sam2.1_hiera_tiny", 256, 12, 120, 200

@@ -9,7 +9,8 @@ import torch
 from model_core.state_codec import state_to_bytes
 from model_core.video_predictor import VideoPredictor
 from model_core.video_tracker import VideoTracker
-from tests.model_core.video_fixtures import synthetic_clip, tracking_model
+from tests.model_core.video_fixtures import tracking_model
+from tests.fixtures import synthetic_clip
 
 H, W = 96, 160
 

@@ -10,21 +10,6 @@ import torch
 from tests.reference import REF_CONFIG_FILES, randomize_
 
 
-def synthetic_clip(n: int, h: int, w: int, seed: int = 0) -> list[np.ndarray]:
-    """A smooth background with a disc and a square moving across it; the disc hides behind the square."""
-    rng = np.random.default_rng(seed)
-    bg = cv2.resize(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
-    frames = []
-    for i in range(n):
-        img = bg.copy()
-        t = i / max(n - 1, 1)
-        cv2.circle(img, (int(w * (0.2 + 0.5 * t)), int(h * 0.5)), h // 6, (240, 50, 50), -1)
-        cv2.rectangle(img, (int(w * 0.55), int(h * (0.15 + 0.3 * t))), (int(w * 0.8), int(h * (0.5 + 0.3 * t))),
-                      (40, 200, 80), -1)
-        frames.append(img)
-    return frames
-
-
 class _Fp32Torch:
     """Stands in for `torch` inside sam2.sam2_video_predictor so its bf16 memory cast stays fp32."""
 

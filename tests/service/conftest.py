@@ -5,10 +5,8 @@ The model is SAM 2.1 tiny at 128 px in fp32 on the CPU: fast on 2 cores, and det
 
 from __future__ import annotations
 
-import base64
 import contextlib
 
-import cv2
 import httpx
 import numpy as np
 import pytest
@@ -17,6 +15,7 @@ from model_core import ImagePredictor, build_model
 from service.app import create_app
 from service.engine import Engine
 from service.settings import Settings
+from tests.fixtures import b64, make_image, png_bytes  # noqa: F401  (used by the fixtures below)
 
 IMAGE_SIZE = 128
 BASE_SETTINGS = dict(weights="random", image_size=IMAGE_SIZE, dtype="fp32", device="cpu", warmup=False)
@@ -63,29 +62,6 @@ async def client(engine):
     """An ASGI client of an app on the module's engine, default settings (no auth)."""
     async with client_for(create_app(engine.settings, engine)) as c:
         yield c
-
-
-def make_image(h: int = 96, w: int = 144, seed: int = 0) -> np.ndarray:
-    """A small RGB test picture: coloured shapes on a gradient, different for each seed."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    img = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1), np.full_like(xx, 60)], -1).astype(np.uint8)
-    for _ in range(4):
-        color = tuple(int(c) for c in rng.integers(0, 256, 3))
-        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
-        cv2.circle(img, (x, y), int(rng.integers(8, min(h, w) // 2)), color, -1)
-    cv2.rectangle(img, (w // 5, h // 4), (w // 2, h // 2 + 10), (250, 240, 30), -1)
-    return img
-
-
-def png_bytes(rgb: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    assert ok
-    return buf.tobytes()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ from service.app import create_app
 from service.auth import hash_key, match_key
 from service.settings import Settings
 
-from .conftest import b64, client_for, make_settings
+from .conftest import client_for, make_settings
+from tests.fixtures import b64
 
 pytestmark = pytest.mark.anyio
 

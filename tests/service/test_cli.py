@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import http.server
+import io
+import os
+import threading
+
+import pytest
+import torch
+
 from service.cli import build_parser, main
 
 
@@ -26,3 +35,80 @@ def test_segment_still_works_without_a_server(tmp_path):
                "--out-dir", str(tmp_path)])
     assert rc == 0
     assert (tmp_path / "example_mask.png").stat().st_size > 0 and (tmp_path / "example_overlay.png").exists()
+
+
+# ---- fetch-weights: the chart's seeding init container ------------------------------------------------
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch):
+    """A checkpoint mirror on 127.0.0.1 serving one small torch archive; SAM2_WEIGHTS_* point at it and tmp_path."""
+    body = io.BytesIO()
+    torch.save({"model": {"w": torch.zeros(4)}}, body)
+    data = body.getvalue()
+
+    class Files(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    for name in [n for n in os.environ if n.startswith("SAM2_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SAM2_WEIGHTS_URL", f"http://127.0.0.1:{httpd.server_address[1]}/sam2.1_hiera_tiny.pt")
+    monkeypatch.setenv("SAM2_WEIGHTS_DIR", str(tmp_path / "weights"))
+    yield data, tmp_path / "weights" / "sam2.1_hiera_tiny.pt"
+    httpd.shutdown()
+
+
+def test_fetch_weights_downloads_the_checkpoint_with_its_pinned_sha256(mirror, monkeypatch, capsys):
+    data, dest = mirror
+    monkeypatch.setenv("SAM2_WEIGHTS_SHA256", hashlib.sha256(data).hexdigest().upper())
+    assert main(["fetch-weights", "--model", "sam2.1_t"]) == 0
+    assert dest.read_bytes() == data and capsys.readouterr().out.strip() == str(dest)
+
+
+def test_fetch_weights_refuses_a_mirror_serving_another_file(mirror, monkeypatch, capsys):
+    _, dest = mirror
+    monkeypatch.setenv("SAM2_WEIGHTS_SHA256", "0" * 64)
+    assert main(["fetch-weights", "--model", "sam2.1_t"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: sha256 mismatch") and err.count("\n") == 1 and not dest.exists()
+
+
+def test_fetch_weights_checks_a_file_already_in_place(mirror, monkeypatch, capsys):
+    data, dest = mirror
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(b"not the checkpoint")
+    monkeypatch.setenv("SAM2_WEIGHTS_SHA256", hashlib.sha256(data).hexdigest())
+    assert main(["fetch-weights", "--model", "sam2.1_t"]) == 1
+    assert "delete it to download again" in capsys.readouterr().err
+
+
+def test_the_service_download_is_checked_against_the_sha256_setting(mirror, monkeypatch):
+    """SAM2_WEIGHTS_SHA256 reaches build_model: a mirror serving another file is refused before loading."""
+    from service.engine import Engine
+    from service.settings import Settings
+
+    monkeypatch.setenv("SAM2_WEIGHTS_SHA256", "0" * 64)
+    engine = Engine(Settings(model="sam2.1_t", device="cpu", image_size=128)).start()
+    try:
+        assert not engine.wait_ready(60)
+        assert "sha256 mismatch" in str(engine.error)
+    finally:
+        engine.stop()
+
+
+def test_weights_sha256_setting_must_be_a_digest():
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    with pytest.raises(ValidationError, match="SAM2_WEIGHTS_SHA256"):
+        Settings(weights_sha256="sam2.1_hiera_large.pt")
+    assert Settings(weights_sha256="").weights_sha256 is None

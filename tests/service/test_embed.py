@@ -6,7 +6,8 @@ import hashlib
 
 import pytest
 
-from .conftest import b64, make_image, multipart, png_bytes
+from .conftest import multipart
+from tests.fixtures import b64, make_image, png_bytes
 
 pytestmark = pytest.mark.anyio
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
+import torch
 from pycocotools import mask as coco_mask
 
 from model_core import ImagePredictor
 from service.app import create_app
+from service.auth import NO_AUTH_TENANT
+from service.engine import ImageInput
 
-from .conftest import b64, client_for, make_image, png_bytes, running_engine
+from .conftest import client_for, running_engine
+from tests.fixtures import b64, make_image, png_bytes
 
 pytestmark = pytest.mark.anyio
 
@@ -57,47 +62,109 @@ async def test_identical_concurrent_uploads_are_encoded_once(tiny_model):
     assert all(r.json() == rs[0].json() for r in rs)
 
 
-# ---- back-pressure: a worker kept busy by a long segment-everything job ---------------------------------
+# ---- deadlines and back-pressure: a worker held by a slow step ------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def busy_engine(tiny_model):
-    with running_engine(tiny_model, max_batch=1, queue_size=1, request_timeout=0.3, retry_after=2) as engine:
+    with running_engine(tiny_model, max_batch=1, queue_size=2, request_timeout=0.3, retry_after=2) as engine:
         yield engine
 
 
-async def start_long_job(c, image_png) -> asyncio.Task:
-    image_id = (await c.post("/v1/embed", json={"image": b64(image_png)})).json()["image_id"]
-    task = asyncio.create_task(c.post("/v1/segment/everything", json={"image_id": image_id, "points_per_side": 32}))
-    await asyncio.sleep(0.15)  # the worker has taken it (about 1 s of work)
-    return task
+def hold_worker(engine, seconds: float) -> asyncio.Task:
+    """A step that keeps the worker busy (a stand-in for a long model call)."""
+    return asyncio.create_task(engine.call(lambda: time.sleep(seconds)))
 
 
-async def test_a_request_that_waits_longer_than_request_timeout_gets_503(busy_engine, image_png):
+async def test_a_request_past_its_deadline_gets_503_and_never_runs(busy_engine):
     data = png_bytes(make_image(seed=400))
     async with client_for(create_app(busy_engine.settings, busy_engine)) as c:
-        long_job = await start_long_job(c, image_png)
         runs = busy_engine.metrics.value("sam2_encoder_runs_total")
+        held = hold_worker(busy_engine, 0.8)
+        await asyncio.sleep(0.1)
         r = await c.post("/v1/segment", json={"image": b64(data), "objects": [CLICK]})
         assert r.status_code == 503, r.text
         assert r.headers["retry-after"] == "2"
         assert r.json()["type"].endswith("queue-timeout")
-        assert not long_job.done()
-        assert (await long_job).status_code == 200
-        ok = await c.post("/v1/segment", json={"image": b64(image_png), "objects": [CLICK]})
-        assert ok.status_code == 200  # the engine goes on
-    assert busy_engine.metrics.value("sam2_encoder_runs_total") == runs  # the abandoned job never ran
+        await held
+        assert busy_engine.metrics.value("sam2_encoder_runs_total") == runs  # dropped before its encode
+        assert await busy_engine.call(lambda: "still here") == "still here"  # the engine goes on
 
 
-async def test_a_full_queue_answers_503_at_once(busy_engine, image_png):
+async def test_a_full_queue_answers_503_at_once(tiny_model, image_png):
+    with running_engine(tiny_model, max_batch=1, queue_size=2, retry_after=2) as engine:
+        await _full_queue(engine, image_png)
+
+
+async def _full_queue(busy_engine, image_png):
     async with client_for(create_app(busy_engine.settings, busy_engine)) as c:
-        long_job = await start_long_job(c, image_png)
+        held = hold_worker(busy_engine, 1.0)
         body = {"image": b64(image_png), "objects": [CLICK]}
         waiting = asyncio.create_task(c.post("/v1/segment", json=body))
-        await asyncio.sleep(0.05)
-        r = await c.post("/v1/segment", json=body)  # the queue (size 1) is taken
+        while busy_engine.scheduler.active < 2:
+            await asyncio.sleep(0.01)
+        r = await c.post("/v1/segment", json=body)  # two jobs (size 2) are in: the held one and the waiting one
         assert r.status_code == 503
         assert r.json()["type"].endswith("overloaded") and "queue is full" in r.json()["detail"]
         assert r.headers["retry-after"] == "2"
-        await waiting
-        await long_job
+        await held
+        assert (await waiting).status_code == 200
+
+
+# ---- steps: interactive work goes first, background work still finishes ---------------------------------
+
+
+async def test_clicks_are_answered_while_segment_everything_runs_and_it_still_finishes(tiny_model, image_png):
+    with running_engine(tiny_model) as engine:
+        async with client_for(create_app(engine.settings, engine)) as c:
+            image_id = (await c.post("/v1/embed", json={"image": b64(image_png)})).json()["image_id"]
+            everything = asyncio.create_task(
+                c.post("/v1/segment/everything", json={"image_id": image_id, "points_per_side": 32}))
+            while engine.metrics.value("sam2_step_batch_count", {"kind": "everything"}) < 1:
+                await asyncio.sleep(0.01)  # it has started
+            for i in range(5):
+                r = await c.post("/v1/segment", json={"image_id": image_id,
+                                                      "objects": [{"points": [[20 + 10 * i, 40]], "labels": [1]}]})
+                assert r.status_code == 200
+                assert not everything.done(), f"click {i} waited for the whole segment-everything job"
+            r = await everything
+            assert r.status_code == 200 and isinstance(r.json()["annotations"], list)
+            steps = engine.metrics.value("sam2_step_batch_count", {"kind": "everything"})
+            assert steps >= 16  # 32² points in batches of 64 (plus the final step)
+
+
+async def test_a_client_that_leaves_cancels_its_remaining_steps(tiny_model, image_png):
+    with running_engine(tiny_model) as engine:
+        async with client_for(create_app(engine.settings, engine)) as c:
+            image_id = (await c.post("/v1/embed", json={"image": b64(image_png)})).json()["image_id"]
+        entry = engine.lookup(NO_AUTH_TENANT, image_id)
+        image = ImageInput(image_id, entry.orig_hw, cached=entry)
+        task = asyncio.create_task(engine.everything(image, None, {"points_per_side": 32}))
+        while engine.metrics.value("sam2_step_batch_count", {"kind": "everything"}) < 2:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        steps = engine.metrics.value("sam2_step_batch_count", {"kind": "everything"})
+        await asyncio.sleep(0.3)
+        assert engine.metrics.value("sam2_cancelled_steps_total") == 1
+        assert engine.metrics.value("sam2_step_batch_count", {"kind": "everything"}) <= steps + 1
+
+
+async def test_an_encode_batch_with_a_broken_image_fails_only_that_request(tiny_model):
+    """A step that raises inside a shared batch: the batch is re-run a job at a time; the others are answered."""
+    from service.model_work import ImageInput as Input
+
+    good = [make_image(seed=500 + i) for i in range(3)]
+    with running_engine(tiny_model, max_batch=4, max_wait_ms=500) as engine:
+        inputs = [Input(f"img{i}", img.shape[:2], pixels=engine.prepare(img)) for i, img in enumerate(good)]
+        broken = Input("broken", (10, 10), pixels=torch.zeros(3, 7, 7))  # not the encoder's input size
+        results = await asyncio.gather(*[engine.embed(x, NO_AUTH_TENANT) for x in [inputs[0], broken, *inputs[1:]]],
+                                       return_exceptions=True)
+        assert isinstance(results[1], RuntimeError)
+        alone = ImagePredictor(tiny_model)
+        for img, entry in zip(good, [results[0], *results[2:]]):
+            alone.set_image(img)
+            assert (entry.features.image_embed - alone.get_image_embedding()).abs().max().item() < 1e-4
+        # the batch of four failed as a whole and was re-run a job at a time: three good steps were recorded
+        assert engine.metrics.value("sam2_step_batch_count", {"kind": "encode"}) == 3

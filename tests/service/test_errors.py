@@ -12,7 +12,8 @@ import pytest
 
 from service.app import create_app
 
-from .conftest import b64, client_for, make_settings, multipart, running_engine
+from .conftest import client_for, make_settings, multipart, running_engine
+from tests.fixtures import b64
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,8 @@ from pycocotools import mask as coco_mask
 
 from model_core.automatic_mask_generator import AutomaticMaskGenerator
 
-from .conftest import b64, multipart
+from .conftest import multipart
+from tests.fixtures import b64
 
 pytestmark = pytest.mark.anyio
 

@@ -13,7 +13,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from model_core.video_tracker import ObjectResult, TrackResult
-from service import errors
+from service.engine_errors import Overloaded, QueueTimeout
 from service.session_store import MemoryStore, RedisStore
 from service.track_sessions import TrackError, TrackSessions, result_message
 from tests.redis_server import RedisServer
@@ -169,21 +169,24 @@ def test_real_allkeys_lru_eviction_never_breaks_a_session(engine, clip, redis_se
 # ---- 9. a full engine queue is back-pressure ---------------------------------------------------------------
 
 
-def test_a_full_queue_answers_busy_and_keeps_the_session_and_its_prompts(engine, clip, monkeypatch):
+@pytest.mark.parametrize("refusal", [Overloaded, QueueTimeout])
+def test_a_full_queue_answers_busy_and_keeps_the_session_and_its_prompts(engine, clip, monkeypatch, refusal):
     with TestClient(app_for(engine)) as client, client.websocket_connect("/v1/track") as ws:
         start(ws)
         ws.send_json(CLICK)
         recv(ws, "ack")
-        real_call = engine.call
+        real_call, real_track = engine.call, engine.track
 
-        async def full(fn):
-            raise errors.overloaded("the queue is full", 1)
+        async def full(*args, **kwargs):
+            raise refusal("the queue is full", 1)
 
         monkeypatch.setattr(engine, "call", full)
+        monkeypatch.setattr(engine, "track", full)
         ws.send_bytes(png(clip[0]))
         busy = ws.receive_json()
         assert (busy["type"], busy["seq"]) == ("busy", 0), busy
         monkeypatch.setattr(engine, "call", real_call)
+        monkeypatch.setattr(engine, "track", real_track)
         masks = frame_and_masks(ws, clip[0])
         assert masks["frame_idx"] == 0 and [o["obj_id"] for o in masks["objects"]] == [1]
 

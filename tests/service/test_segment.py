@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from .conftest import b64, multipart
+from .conftest import multipart
+from tests.fixtures import b64
 
 pytestmark = pytest.mark.anyio
 
@@ -174,7 +175,7 @@ async def test_image_id_is_the_sha256_of_the_bytes(client, image_png):
 
 
 async def test_uploading_the_same_image_again_hits_the_cache(client, engine):
-    from .conftest import make_image, png_bytes
+    from tests.fixtures import make_image, png_bytes
 
     data = png_bytes(make_image(seed=11))
     runs = lambda: engine.metrics.value("sam2_encoder_runs_total")  # noqa: E731

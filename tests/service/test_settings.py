@@ -18,7 +18,7 @@ def test_defaults_serve_locally_without_auth(monkeypatch):
         if name.startswith("SAM2_"):
             monkeypatch.delenv(name)
     s = Settings()
-    assert (s.model, s.host, s.port, s.api_keys, s.max_batch) == ("sam2.1_t", "127.0.0.1", 8000, [], 8)
+    assert (s.model, s.host, s.port, s.api_keys, s.max_batch) == ("sam2.1_t", "127.0.0.1", 8000, [], None)
 
 
 def test_environment_overrides(monkeypatch):

@@ -12,7 +12,8 @@ from model_core.video_tracker import VideoTracker
 from service.app import create_app
 from service.auth import hash_key
 from service.track_sessions import encode_raw_frame
-from tests.model_core.video_fixtures import synthetic_clip, tracking_model
+from tests.model_core.video_fixtures import tracking_model
+from tests.fixtures import synthetic_clip
 from tests.service.conftest import make_settings, running_engine
 
 H, W = 96, 160
@@ -215,3 +216,95 @@ def test_a_flooding_client_gets_the_backpressure_policy(engine, clip, policy):
             assert [m["frame_idx"] for m in masks] == list(range(len(masks)))  # consecutive, in order
             assert len(masks) < n
             assert engine.metrics.value("sam2_dropped_frames_total") > 0
+
+
+def test_a_store_outage_during_remove_object_and_reset_is_reported(engine, clip):
+    from service.session_store import StoreUnavailable
+
+    app = app_for(engine)
+    with TestClient(app) as client, client.websocket_connect("/v1/track") as ws:
+        start(ws)
+        ws.send_json({"type": "prompt", "obj_id": 1, "points": [[40, 48]], "labels": [1]})
+        recv(ws, "ack")
+        ws.send_bytes(png(clip[0]))
+        recv(ws, "masks")
+        store = app.state.track_sessions.store
+        working = store.write
+
+        async def down(*args, **kwargs):
+            raise StoreUnavailable("the store is down")
+
+        store.write = down
+        ws.send_json({"type": "remove_object", "obj_id": 1})
+        assert ws.receive_json()["code"] == "store_unavailable"  # before the ack, as for frames
+        assert recv(ws, "ack")["for"] == "remove_object"
+        store.write = working
+        ws.send_json({"type": "reset"})
+        assert ws.receive_json()["type"] == "store_recovered"
+        assert recv(ws, "ack")["for"] == "reset"
+        store.write = down
+        ws.send_json({"type": "reset"})
+        assert ws.receive_json()["code"] == "store_unavailable"
+        assert recv(ws, "ack")["for"] == "reset"
+
+
+def test_concurrent_sessions_are_tracked_together_and_each_gets_its_own_masks(model, clip):
+    """Four sessions streaming at once share tracking steps: 1-3 objects, one starting two frames late, one with a
+    correction on the current frame, one that drops its socket after frame 3 and resumes on a new one."""
+    import threading
+
+    scripts = [
+        {0: [("next", dict(obj_id=1, points=[[40, 48]], labels=[1]))]},
+        {0: [("next", dict(obj_id=1, box=[90, 10, 130, 50])), ("next", dict(obj_id=2, points=[[30, 30]], labels=[1]))]},
+        {0: [("next", dict(obj_id=1, points=[[60, 40]], labels=[1]))],
+         3: [("next", dict(obj_id=2, points=[[120, 70]], labels=[1]))],
+         (4, "after"): [("current", dict(obj_id=1, points=[[70, 50]], labels=[0]))]},
+        {0: [("next", dict(obj_id=7, points=[[100, 60]], labels=[1]))]},
+    ]
+    offsets, resume_after = [0, 0, 0, 2], {0: 3}
+    expected = [direct_run(model, clip[o:], sc) for sc, o in zip(scripts, offsets)]
+    # max_wait lets the first frames of the sessions meet; steady state needs no wait (they queue behind each other)
+    with running_engine(model, max_batch=8, max_wait_ms=50) as eng, TestClient(app_for(eng)) as client:
+        got: list[list] = [[] for _ in scripts]
+        go = threading.Barrier(len(scripts))
+
+        def session(k: int) -> None:
+            frames = clip[offsets[k]:]
+            ws_cm = client.websocket_connect("/v1/track")
+            ws = ws_cm.__enter__()
+            hello = start(ws)
+            go.wait()
+            for i, frame in enumerate(frames):
+                if resume_after.get(k) == i:  # drop the socket, resume the session on a new one
+                    ws_cm.__exit__(None, None, None)
+                    ws_cm = client.websocket_connect("/v1/track")
+                    ws = ws_cm.__enter__()
+                    ws.send_json({"type": "resume", "session_id": hello["session_id"],
+                                  "resume_token": hello["resume_token"]})
+                    assert recv(ws, "session")["frame_idx"] == i
+                for _, kw in scripts[k].get(i, []):
+                    ws.send_json({"type": "prompt", **kw})
+                    recv(ws, "ack")
+                ws.send_bytes(png(frame))
+                got[k].append(recv(ws, "masks"))
+                for _, kw in scripts[k].get((i, "after"), []):
+                    ws.send_json({"type": "prompt", "frame": "current", **kw})
+                    got[k].append(recv(ws, "masks"))
+            ws_cm.__exit__(None, None, None)
+
+        threads = [threading.Thread(target=session, args=(k,)) for k in range(len(scripts))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        batches = eng.metrics.value("sam2_step_batch_count", {"kind": "track"})
+        frames = eng.metrics.value("sam2_step_batch_sum", {"kind": "track"})
+    assert frames == sum(len(clip) - o for o in offsets)
+    assert batches < frames  # some steps carried several sessions' frames
+    for k, (msgs, exp) in enumerate(zip(got, expected)):
+        assert len(msgs) == len(exp), k
+        for msg, e in zip(msgs, exp):
+            e_objects = e.objects if hasattr(e, "objects") else [e]
+            assert [o["obj_id"] for o in msg["objects"]] == [o.obj_id for o in e_objects]
+            for o, eo in zip(msg["objects"], e_objects):
+                np.testing.assert_array_equal(decode_rle(o["rle"]), eo.mask)

@@ -10,7 +10,8 @@ import torch
 
 from model_core.video_tracker import VideoTracker
 from service.client import TrackError, TrackSession, decode_rle
-from tests.model_core.video_fixtures import synthetic_clip, tracking_model
+from tests.model_core.video_fixtures import tracking_model
+from tests.fixtures import synthetic_clip
 from tests.redis_server import RedisServer
 from tests.serve_process import ServeProcess
 

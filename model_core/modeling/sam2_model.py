@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .configs import ModelConfig
+from ..configs import ModelConfig
 from .image_encoder import ImageEncoder
 from .layers import MLP
 from .mask_decoder import DecoderOutput, MaskDecoder

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .configs import HieraConfig
+from ..configs import HieraConfig
 from .layers import MLP
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .configs import HieraConfig
+from ..configs import HieraConfig
 from .hiera import Hiera
 from .position_encoding import SinePositionEncoding
 
