@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from . import __version__
 from .auth import require_api_key
 from .engine import Engine
-from .errors import install_error_handlers
+from .errors import CrashGuardMiddleware, install_error_handlers
 from .inputs import BodyLimitMiddleware
 from .metrics import RequestMetricsMiddleware
 from .openapi import install_openapi
@@ -63,7 +63,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         engine.metrics.errors.labels(kind).inc()
 
     install_error_handlers(app, count_error)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, count_error=count_error)
+    app.add_middleware(CrashGuardMiddleware, count_error=count_error)  # innermost: a 500 stays inside the app
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, count_error=count_error,
+                       read_timeout=settings.body_timeout)
     app.add_middleware(RequestMetricsMiddleware, metrics=engine.metrics)  # outermost: times everything
 
     app.include_router(health.router)

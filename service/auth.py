@@ -62,7 +62,8 @@ async def require_api_key(
         raise errors.unauthorized("this server needs an API key: send `Authorization: Bearer <key>` or `X-API-Key`")
     tenant = tenant_of(presented, hashes)
     if tenant is None:
-        raise errors.unauthorized("the API key is not valid")
+        where = "Authorization: Bearer (checked first; X-API-Key is then ignored)" if bearer else "X-API-Key"
+        raise errors.unauthorized(f"the API key in {where} is not valid")
     return tenant
 
 

@@ -81,6 +81,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def uvicorn_options(settings) -> dict:
+    """uvicorn's limits from the settings: slow clients, connection cap, WebSocket message size."""
+    from .slow_clients import header_timeout_protocol
+
+    return dict(host=settings.host, port=settings.port, timeout_graceful_shutdown=10,
+                http=header_timeout_protocol(settings.header_timeout), limit_concurrency=settings.max_connections,
+                ws_max_size=settings.max_ws_message_bytes)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
@@ -100,8 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "(tests and smoke runs only).", file=sys.stderr)
     app = create_app(settings)
     engine = app.state.engine
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                                           timeout_graceful_shutdown=10))
+    server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options(settings), log_level=args.log_level))
 
     def exit_if_loading_fails() -> None:
         # A process that cannot load its model should not wait for a probe to notice: exit, and let the

@@ -136,10 +136,13 @@ class Engine:
         """Run fn() on the worker as an interactive step (a tracking session's prompt, removal, reset)."""
         return await self.submit("call", _single_step("call", fn))
 
-    async def track(self, tracker, state, x: torch.Tensor):
+    async def track(self, tracker, state, x: torch.Tensor, before: Callable[[], None] | None = None):
         """One tracking frame (x: (3, S, S) from `prepare`) of a session; frames of concurrent sessions are
-        tracked together (`VideoTracker.track_batch`)."""
-        return await self.submit("tracking frame", _single_step("track", (tracker, state, x), key=id(tracker)))
+        tracked together (`VideoTracker.track_batch`). `before()` runs on the worker in the same step, just
+        before the frame (a session's first frame applies its waiting prompts): a job refused or dropped
+        before its step changes nothing."""
+        return await self.submit("tracking frame", _single_step("track", (tracker, state, x, before),
+                                                                key=id(tracker)))
 
     async def submit(self, label: str, steps: JobSteps, timeout: float | None = None) -> Any:
         """Queue a job and await it; it is dropped between steps past its deadline or when its client leaves."""
@@ -250,12 +253,26 @@ def _single_step(kind: str, payload: Any, key: Any = None) -> JobSteps:
 
 
 def _run_track(payloads: list[tuple]) -> list[Any]:
-    """Sessions' frames in one tracking batch; a failure fails them all (their states may have moved: no re-run)."""
+    """Sessions' frames in one tracking batch; a failure fails them all (their states may have moved: no re-run).
+    A session whose `before` fails fails alone, without its frame."""
     tracker = payloads[0][0]
-    try:
-        return tracker.track_batch([state for _, state, _ in payloads], [x for _, _, x in payloads])
-    except Exception as exc:  # noqa: BLE001
-        return [exc] * len(payloads)
+    results: list[Any] = [None] * len(payloads)
+    ready = []
+    for i, (_, _, _, before) in enumerate(payloads):
+        try:
+            if before is not None:
+                before()
+            ready.append(i)
+        except Exception as exc:  # noqa: BLE001
+            results[i] = exc
+    if ready:
+        try:
+            out = tracker.track_batch([payloads[i][1] for i in ready], [payloads[i][2] for i in ready])
+        except Exception as exc:  # noqa: BLE001
+            out = [exc] * len(ready)
+        for i, r in zip(ready, out):
+            results[i] = r
+    return results
 
 
 def _run_calls(fns: list[Callable[[], Any]]) -> list[Any]:

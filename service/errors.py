@@ -72,6 +72,10 @@ def too_large(detail: str) -> Problem:
     return Problem(413, "image-too-large", "Image too large", detail)
 
 
+def too_complex(detail: str) -> Problem:
+    return Problem(413, "too-complex", "Request too complex", detail)
+
+
 def unsupported_media(detail: str) -> Problem:
     return Problem(415, "unsupported-media-type", "Unsupported media type", detail)
 
@@ -121,25 +125,55 @@ def validation_problem(errors: list[dict]) -> Problem:
     return Problem(422, "validation", "Request validation failed", "; ".join(msgs) + more, errors=clean)
 
 
+class CrashGuardMiddleware:
+    """Answers an exception that escaped every handler with a 500 problem and keeps it inside the app, so the
+    server does not reset the keep-alive connection (Starlette's outer handler re-raises)."""
+
+    def __init__(self, app, count_error=lambda kind: None) -> None:
+        self.app, self.count_error = app, count_error
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:  # noqa: BLE001 - ours to log; the client gets a plain 500
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            self.count_error("internal")
+            if not started:
+                problem = Problem(500, "internal", "Internal server error", "the server failed; see its log")
+                await problem.response(scope.get("path"))(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI, count_error) -> None:
     """Render Problems, validation errors, HTTP errors and crashes as problem+json; `count_error(kind)` counts them."""
 
+    def answer(request: Request, problem: Problem) -> JSONResponse:
+        """A client's mistake (or our refusal): one INFO line, no traceback; ERROR is kept for our own failures."""
+        count_error(problem.kind)
+        log.info("%s %s -> %d %s: %s", request.method, request.url.path, problem.status, problem.kind,
+                 problem.detail[:200])
+        return problem.response(request.url.path)
+
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        count_error(exc.kind)
-        return exc.response(request.url.path)
+        return answer(request, exc)
 
     @app.exception_handler(EngineError)
     async def _engine(request: Request, exc: EngineError) -> JSONResponse:
-        problem = engine_problem(exc)
-        count_error(problem.kind)
-        return problem.response(request.url.path)
+        return answer(request, engine_problem(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problem = validation_problem(list(exc.errors()))
-        count_error(problem.kind)
-        return problem.response(request.url.path)
+        return answer(request, validation_problem(list(exc.errors())))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

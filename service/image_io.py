@@ -30,6 +30,8 @@ def content_id(data: bytes) -> str:
 def decode_base64(text: str, max_bytes: int) -> bytes:
     """Standard base64 (a `data:image/...;base64,` prefix is allowed) -> bytes, refusing oversize before decoding."""
     text = _DATA_URL.sub("", text.strip(), count=1)
+    if any(c in text for c in "\n\r \t"):  # what the `base64` tool prints: lines of 76
+        text = "".join(text.split())
     if len(text) // 4 * 3 > max_bytes + 3:
         raise errors.too_large(f"image is over the limit of {max_bytes} bytes")
     try:
@@ -105,12 +107,14 @@ def _tiff_size(data: bytes) -> tuple[int, int] | None:
         return None
     (count,) = struct.unpack(end + "H", data[ifd : ifd + 2])
     found: dict[int, int] = {}
-    for k in range(min(count, 512)):
+    for k in range(count):
         off = ifd + 2 + 12 * k
         if off + 12 > len(data):
             return None
         tag, typ = struct.unpack(end + "HH", data[off : off + 4])
         if tag in (256, 257):
+            if tag in found:  # decoders take the first, a naive check the last: refuse the ambiguity
+                return None
             if typ == 3:
                 (val,) = struct.unpack(end + "H", data[off + 8 : off + 10])
             elif typ == 4:
@@ -161,10 +165,19 @@ def check_limits(data: bytes, max_bytes: int, max_pixels: int) -> tuple[int, int
     return w, h
 
 
+def decode_unchecked(data: bytes) -> np.ndarray | None:
+    """OpenCV's decode (BGR), or None when it fails or its own decode-time pixel limit refuses the image
+    (OPENCV_IO_MAX_IMAGE_PIXELS, set from SAM2_MAX_IMAGE_PIXELS when the service package loads)."""
+    try:
+        return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:
+        return None
+
+
 def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
     """Checked bytes -> HWC RGB uint8 (EXIF orientation applied, alpha dropped, 16-bit scaled to 8)."""
     check_limits(data, max_bytes, max_pixels)
-    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    bgr = decode_unchecked(data)
     if bgr is None or bgr.size == 0:
         raise errors.bad_image("the image data cannot be decoded (corrupt or truncated file)")
     if bgr.shape[0] * bgr.shape[1] > max_pixels:  # header and pixels disagree: refuse all the same

@@ -5,6 +5,7 @@ Everything heavy (base64, hashing, decoding, resizing) runs in the thread pool, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TypeVar
 
@@ -26,9 +27,24 @@ JSON_TYPES = ("application/json",)
 FORM_TYPE = "multipart/form-data"
 
 
-def _validate(model: type[M], data: dict) -> M:
+def parse_json(raw: bytes | str, settings: Settings, what: str = "the body"):
+    """JSON text -> Python data, its size of structure bounded before parsing: 413 for too many objects and arrays,
+    400 for nesting too deep for the parser."""
+    text = raw.encode("utf-8", "replace") if isinstance(raw, str) else raw
+    containers = text.count(b"{") + text.count(b"[")  # an upper bound (brackets inside strings count too)
+    if containers > settings.max_json_containers:
+        raise errors.too_complex(f"{what} holds up to {containers} JSON objects and arrays, over the limit of "
+                                 f"{settings.max_json_containers} (SAM2_MAX_JSON_CONTAINERS)")
     try:
-        return model.model_validate(data)
+        return json.loads(raw)
+    except RecursionError:
+        raise errors.bad_request(f"{what} is JSON nested too deeply") from None
+
+
+def _validate(model: type[M], data: dict, strict: bool = False) -> M:
+    """`strict` for JSON bodies (true is not 1, "8" is not 8); multipart fields are text, so they convert."""
+    try:
+        return model.model_validate(data, strict=strict)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
 
@@ -46,12 +62,12 @@ async def read_request(
 
         def parse() -> tuple[M, bytes | None]:  # megabytes of JSON and base64: off the event loop
             try:
-                data = json.loads(raw)
+                data = parse_json(raw, settings)
             except (ValueError, UnicodeDecodeError):
                 raise errors.bad_request("the body is not valid JSON") from None
             if not isinstance(data, dict):
                 raise errors.bad_request("the JSON body must be an object")
-            body = _validate(model, data)
+            body = _validate(model, data, strict=True)
             image = getattr(body, "image", None)
             return body, (None if image is None else image_io.decode_base64(image, settings.max_image_bytes))
 
@@ -67,7 +83,8 @@ async def _read_form(
     request: Request, model: type[M], settings: Settings, json_fields: tuple[str, ...]
 ) -> tuple[M, bytes | None]:
     try:
-        form = await request.form(max_files=1, max_fields=32, max_part_size=settings.max_request_bytes)
+        form = await request.form(max_files=1 + len(json_fields), max_fields=32,
+                                  max_part_size=settings.max_request_bytes)
     except HTTPException as exc:
         raise errors.bad_request(f"malformed multipart body: {exc.detail}") from None
     data: dict = {}
@@ -85,12 +102,14 @@ async def _read_form(
                 value = (await value.read()).decode("utf-8", errors="replace")
             if name in json_fields:
                 try:
-                    value = json.loads(value)
+                    value = parse_json(value, settings, f"field {name!r}")
                 except ValueError:
                     raise errors.bad_request(f"field {name!r} must hold JSON") from None
             data[name] = value
     finally:
         await form.close()
+    if not data and image is None:
+        raise errors.bad_request("malformed multipart body: no parts found (is the boundary right?)")
     return _validate(model, data), image
 
 
@@ -136,10 +155,12 @@ async def resolve_image(
 class BodyLimitMiddleware:
     """413 for bodies over `max_bytes`: from Content-Length before reading, or while streaming without one."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, count_error=lambda kind: None) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, count_error=lambda kind: None,
+                 read_timeout: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.count_error = count_error
+        self.read_timeout = read_timeout  # a body that pauses longer between reads is answered 408
 
     def _problem(self) -> errors.Problem:
         return errors.too_large(
@@ -162,13 +183,21 @@ class BodyLimitMiddleware:
                     self.count_error(problem.kind)
                     await problem.response(scope.get("path"))(scope, receive, send)
                     return
-        seen = 0
+        seen, done = 0, False
 
         async def limited_receive():
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, done
+            if done:  # the body is complete: waiting for a disconnect is not a slow body
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.read_timeout)
+            except TimeoutError:
+                raise errors.Problem(408, "body-timeout", "Request body too slow",
+                                     f"no body data for {self.read_timeout:g} s (SAM2_BODY_TIMEOUT)",
+                                     headers={"Connection": "close"}) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                done = not message.get("more_body", False)
                 if seen > self.max_bytes:
                     raise self._problem()
             return message

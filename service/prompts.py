@@ -26,7 +26,8 @@ def check_limits(objects: list[ObjectPrompt], settings: Settings) -> None:
             raise errors.invalid_prompt(f"object {i} has {n} points, over the limit of {settings.max_points}")
 
 
-def _check_inside(i: int, obj: ObjectPrompt, hw: tuple[int, int]) -> None:
+def check_inside(i: int, obj: ObjectPrompt, hw: tuple[int, int]) -> None:
+    """422 for points, a box or a mask_input that do not fit an image of size hw (REST and /v1/track)."""
     h, w = hw
     for j, (x, y) in enumerate(obj.points or []):
         if not (0 <= x <= w and 0 <= y <= h):
@@ -37,6 +38,10 @@ def _check_inside(i: int, obj: ObjectPrompt, hw: tuple[int, int]) -> None:
         x0, y0, x1, y1 = obj.box
         if not (0 <= x0 and 0 <= y0 and x1 <= w and y1 <= h):
             raise errors.invalid_prompt(f"object {i}: box {obj.box} is outside the {w}x{h} image")
+    if obj.mask_input is not None and tuple(obj.mask_input.size) != tuple(hw):
+        raise errors.invalid_prompt(
+            f"object {i}: mask_input size {obj.mask_input.size} is not the image's [height, width] {list(hw)}"
+        )
 
 
 def _mask_logits(i: int, obj: ObjectPrompt, hw: tuple[int, int], low_res: int) -> np.ndarray:
@@ -56,7 +61,7 @@ def build_groups(objects: list[ObjectPrompt], hw: tuple[int, int], low_res: int)
     """Objects (already limit-checked) on an image of size hw -> decoder groups; 422 for prompts off the image."""
     by_shape: dict[tuple, list[int]] = {}
     for i, obj in enumerate(objects):
-        _check_inside(i, obj, hw)
+        check_inside(i, obj, hw)
         shape = (len(obj.points or []), obj.box is not None, obj.mask_input is not None)
         by_shape.setdefault(shape, []).append(i)
     groups = []

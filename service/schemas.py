@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, WithJsonSchema, field_validator, model_validator,
+)
 
 # a 32x24 PNG (a green box on a gradient): the examples in /docs run as they are
 EXAMPLE_PNG = (
@@ -16,6 +19,8 @@ EXAMPLE_PNG = (
     "ERERERERERERERERERHRmu+IiIiIiIiIiIiIiIiIiIhozU9ERERERERERERERERERES05jciIiIiIiIiIiIiIiIiIiJa8wcRERERERER"
     "ERERERERERGt+YuIiIiIiIiIiIiIiIiIiIjWnIiIiIiIiIiIiIiIiIiIiOgfT9VLkbfUNOwAAAAASUVORK5CYII="
 )
+
+CONTENT_ID = re.compile(r"^[0-9a-fA-F]{64}$")
 
 ImageId = Annotated[
     str,
@@ -45,7 +50,7 @@ class RLE(_Strict):
     size: Annotated[list[Annotated[int, Field(ge=1, le=1 << 16)]], Field(min_length=2, max_length=2)] = Field(
         description="[height, width]"
     )
-    counts: Union[Annotated[str, Field(max_length=1 << 22)], Annotated[list[Annotated[int, Field(ge=0)]],
+    counts: Union[Annotated[str, Field(max_length=1 << 22)], Annotated[list[Annotated[int, Field(ge=0, le=1 << 32)]],
                                                                       Field(max_length=1 << 22)]] = Field(
         description="compressed counts string (pycocotools), or the uncompressed list of run lengths"
     )
@@ -138,6 +143,14 @@ class EmbedRequest(_ImageSource):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"image": EXAMPLE_PNG}]})
 
+    @field_validator("image_id")
+    @classmethod
+    def _not_a_content_hash(cls, value):
+        """64 hex digits are content ids, only ever computed by the server: a caller may not plant one."""
+        if value is not None and CONTENT_ID.match(value):
+            raise ValueError("64 hex digits are reserved for content hashes the server computes: choose another name")
+        return value
+
 
 class EverythingRequest(_ImageSource):
     """Segment everything: the AutomaticMaskGenerator's parameters (Meta's names and defaults)."""
@@ -154,13 +167,61 @@ class EverythingRequest(_ImageSource):
     crop_nms_thresh: float = Field(0.7, ge=0, le=1)
     crop_overlap_ratio: float = Field(512 / 1500, ge=0, lt=1)
     crop_n_points_downscale_factor: int = Field(1, ge=1, le=16)
-    min_mask_region_area: int = Field(0, ge=0)
+    min_mask_region_area: int = Field(0, ge=0, le=1 << 32)
     use_m2m: bool = False
     multimask_output: bool = True
     mask_format: MaskFormatField = "rle"
 
     def amg_params(self) -> dict:
         return self.model_dump(exclude={"image", "image_id", "mask_format"})
+
+
+# ---- /v1/track messages (docs/protocol.md): the same prompt checks as REST, strict types -------------------
+
+
+ObjId = Annotated[StrictInt, Field(ge=0, le=2**31 - 1, description="the client's id for an object")]
+
+
+class TrackStart(BaseModel):
+    """{"type": "start", ...}: a new tracking session."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    type: Literal["start"] = "start"
+    model: StrictStr | None = None
+    image_size: StrictInt | None = None
+    mode: Literal["video", "images"] = "video"
+    width: Annotated[StrictInt, Field(ge=1)] | None = None
+    height: Annotated[StrictInt, Field(ge=1)] | None = None
+
+
+class TrackResume(BaseModel):
+    """{"type": "resume", "session_id", "resume_token"}."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    type: Literal["resume"] = "resume"
+    session_id: Annotated[StrictStr, Field(max_length=128)]
+    resume_token: Annotated[StrictStr, Field(max_length=128)]
+
+
+class TrackRemove(BaseModel):
+    """{"type": "remove_object", "obj_id"}."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["remove_object"] = "remove_object"
+    obj_id: ObjId
+
+
+class TrackPrompt(ObjectPrompt):
+    """{"type": "prompt", ...}: one object's prompts with REST's checks (`mask` is REST's `mask_input`)."""
+
+    type: Literal["prompt"] = "prompt"
+    obj_id: ObjId
+    frame: Literal["next", "current"] = "next"
+    update_memory: StrictBool = True
+    mask_input: RLE | None = Field(None, validation_alias="mask")
 
 
 # ---- responses --------------------------------------------------------------------------------------------

@@ -23,6 +23,11 @@ class VersionConflict(RuntimeError):
     """Another writer moved the session on (e.g. it was resumed elsewhere)."""
 
 
+class IncompleteSession(KeyError):
+    """Some of a session's keys are gone (e.g. Redis evicted one under `allkeys-lru`): it cannot be resumed, and
+    a live writer must rewrite it in full."""
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -70,7 +75,13 @@ class SessionStore:
         """Apply one step (or, with replace=True, a full rewrite); returns the new version."""
         raise NotImplementedError
 
+    async def claim(self, session_id: str, expected_version: int) -> int:
+        """Take the session over (a resume): bump its version if it is still `expected_version`, so that every
+        earlier writer is refused from now on; returns the new version."""
+        raise NotImplementedError
+
     async def load(self, session_id: str) -> StoredSession | None:
+        """The session, None if it does not exist; IncompleteSession if some of its keys are gone."""
         raise NotImplementedError
 
     async def delete(self, session_id: str) -> None:
@@ -106,8 +117,9 @@ class MemoryStore(SessionStore):
         return item[1]
 
     async def create(self, record, header, entries, ttl):
-        async with self._lock:
-            self._data[record.session_id] = (time.monotonic() + ttl, StoredSession(record, header, dict(entries)))
+        async with self._lock:  # a copy: the caller's record must not be the stored one (one writer per version)
+            stored = StoredSession(SessionRecord(**record.__dict__), header, dict(entries))
+            self._data[record.session_id] = (time.monotonic() + ttl, stored)
 
     async def write(self, session_id, expected_version, header, puts, deletes, ttl, replace=False):
         async with self._lock:
@@ -124,6 +136,16 @@ class MemoryStore(SessionStore):
             self._data[session_id] = (time.monotonic() + ttl, StoredSession(s.record, header, entries))
             return s.record.version
 
+    async def claim(self, session_id, expected_version):
+        async with self._lock:
+            s = self._live(session_id)
+            if s is None:
+                raise KeyError(session_id)
+            if s.record.version != expected_version:
+                raise VersionConflict(f"session {session_id} is at version {s.record.version}, not {expected_version}")
+            s.record.version += 1
+            return s.record.version
+
     async def load(self, session_id):
         s = self._live(session_id)
         if s is None:
@@ -137,10 +159,12 @@ class MemoryStore(SessionStore):
         return sum(1 for sid in list(self._data) if (s := self._live(sid)) is not None and s.record.owner == owner)
 
 
-# The three scripts below are a session's transactions: Lua runs atomically and, the keys sharing one hash
+# The scripts below are a session's transactions: Lua runs atomically and, the keys sharing one hash
 # slot, on one Redis Cluster node (redis-py's cluster pipelines are no substitute for MULTI/EXEC).
 
 # KEYS: meta, header, entries. ARGV: ttl, header, n_meta, then n_meta (field, value) pairs, then entry pairs.
+# The meta fields include n_entries, the entry count every write keeps, so that a load or a write notices an
+# entry key that is gone or partial (an eviction under allkeys-lru).
 _CREATE_LUA = """
 local ttl = tonumber(ARGV[1])
 redis.call('DEL', KEYS[1], KEYS[3])
@@ -166,11 +190,15 @@ return {redis.call('HGETALL', KEYS[1]), redis.call('GET', KEYS[2]), redis.call('
 """
 
 # KEYS: meta, header, entries. ARGV: expected version, ttl, header, replace flag, n_puts,
-# then n_puts (field, value) pairs, then the fields to delete.
+# then n_puts (field, value) pairs, then the fields to delete. -1 gone, -2 moved on, -3 incomplete (a key of
+# the session evicted: only a full rewrite, replace flag '1', is accepted), else the new version.
 _WRITE_LUA = """
 local v = redis.call('HGET', KEYS[1], 'version')
 if not v then return -1 end
 if tonumber(v) ~= tonumber(ARGV[1]) then return -2 end
+local n_entries = redis.call('HGET', KEYS[1], 'n_entries')
+if ARGV[4] ~= '1' and (redis.call('EXISTS', KEYS[2]) == 0
+    or (n_entries and tonumber(n_entries) ~= redis.call('HLEN', KEYS[3]))) then return -3 end
 local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ttl)
 if ARGV[4] == '1' then redis.call('DEL', KEYS[3]) end
@@ -185,9 +213,18 @@ while i <= #ARGV do
   i = i + 1
 end
 local nv = redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'n_entries', redis.call('HLEN', KEYS[3]))
 redis.call('EXPIRE', KEYS[1], ttl)
 if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('EXPIRE', KEYS[3], ttl) end
 return nv
+"""
+
+# KEYS: meta. ARGV: expected version. A resume's takeover: -1 gone, -2 moved on, else the new version.
+_CLAIM_LUA = """
+local v = redis.call('HGET', KEYS[1], 'version')
+if not v then return -1 end
+if tonumber(v) ~= tonumber(ARGV[1]) then return -2 end
+return redis.call('HINCRBY', KEYS[1], 'version', 1)
 """
 
 
@@ -239,6 +276,11 @@ def connect(url: str, **options):
     return sentinel.master_for(service, db=int(db or 0), **auth, **tls, **query, **options)
 
 
+def _is_oom(message: str) -> bool:
+    """An OOM refusal, also as a script's error (which older servers wrap in "ERR Error running script")."""
+    return message.startswith("OOM") or "OOM command not allowed" in message
+
+
 def _pairs(flat: list) -> dict:
     """HGETALL's reply inside a Lua script: a flat [field, value, ...] list."""
     return dict(zip(flat[::2], flat[1::2]))
@@ -275,9 +317,13 @@ class RedisStore(SessionStore):
             except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
                 if attempt:
                     raise StoreUnavailable(f"session store (Redis) unreachable: {exc}") from exc
+            except rexc.ResponseError as exc:  # maxmemory with noeviction: the store cannot take writes
+                if isinstance(exc, (rexc.OutOfMemoryError, rexc.ExecAbortError)) or _is_oom(str(exc)):
+                    raise StoreUnavailable(f"session store (Redis) refused the write: {exc}") from exc
+                raise
 
     async def create(self, record, header, entries, ttl):
-        fields = record.to_fields()
+        fields = {**record.to_fields(), "n_entries": str(len(entries))}
         args = [ttl, header, len(fields), *(x for kv in fields.items() for x in kv),
                 *(x for kv in entries.items() for x in kv)]
         await self._call(lambda: self._redis.eval(_CREATE_LUA, 3, *self._keys(record.session_id), *args))
@@ -293,20 +339,35 @@ class RedisStore(SessionStore):
             raise KeyError(session_id)
         if result == -2:
             raise VersionConflict(f"session {session_id} moved past version {expected_version}")
+        if result == -3:
+            raise IncompleteSession(session_id)
+        return int(result)
+
+    async def claim(self, session_id, expected_version):
+        meta = self._keys(session_id)[0]
+        result = await self._call(lambda: self._redis.eval(_CLAIM_LUA, 1, meta, expected_version))
+        if result == -1:
+            raise KeyError(session_id)
+        if result == -2:
+            raise VersionConflict(f"session {session_id} moved past version {expected_version}")
         return int(result)
 
     async def load(self, session_id):
         fields, header, entries = await self._call(lambda: self._redis.eval(_LOAD_LUA, 3, *self._keys(session_id)))
-        if not fields or header is None:
+        if not fields:
             return None
-        return StoredSession(SessionRecord.from_fields(_pairs(fields)), header,
-                             {k.decode(): v for k, v in _pairs(entries).items()})
+        fields, entries = _pairs(fields), _pairs(entries)
+        n_entries = fields.get(b"n_entries")
+        if header is None or (n_entries is not None and int(n_entries) != len(entries)):
+            raise IncompleteSession(session_id)
+        return StoredSession(SessionRecord.from_fields(fields), header, {k.decode(): v for k, v in entries.items()})
 
     async def delete(self, session_id):
-        s = await self.load(session_id)
+        meta = self._keys(session_id)[0]
+        owner = await self._call(lambda: self._redis.hget(meta, "owner"))  # not load(): an incomplete one goes too
         await self._call(lambda: self._redis.delete(*self._keys(session_id)))
-        if s is not None:
-            await self._call(lambda: self._redis.zrem(self._owner_key(s.record.owner), session_id))
+        if owner is not None:
+            await self._call(lambda: self._redis.zrem(self._owner_key(owner.decode()), session_id))
 
     async def count_owned(self, owner):
         key = self._owner_key(owner)

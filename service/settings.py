@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from . import DEFAULT_MAX_IMAGE_PIXELS
+
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -34,6 +36,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address `serve` binds to")
     port: int = Field(8000, ge=0, le=65535, description="port `serve` listens on")
     docs: bool = Field(True, description="serve /docs and /openapi.json")
+    header_timeout: float = Field(10.0, gt=0, description="seconds a connection may take to send a request's headers")
+    body_timeout: float = Field(30.0, gt=0, description="seconds a request body may pause between two reads")
+    max_connections: int = Field(
+        512, ge=1, description="open connections and running requests per process; more are answered 503"
+    )
     demo: bool = Field(True, description="serve the web page at / and /demo")
 
     # the engine
@@ -69,11 +76,16 @@ class Settings(BaseSettings):
     # limits
     max_image_bytes: int = Field(20 << 20, ge=1, description="largest image upload, in bytes")
     max_image_pixels: int = Field(
-        4096 * 4096, ge=1, description="largest image, width x height, read from the header before decoding"
+        DEFAULT_MAX_IMAGE_PIXELS, ge=1,
+        description="largest image, width x height: read from the header before decoding, and OpenCV's own "
+                    "decode-time limit (set when the process starts)"
     )
     max_objects: int = Field(32, ge=1, description="objects (prompt sets) per /v1/segment request")
     max_points: int = Field(64, ge=1, description="points per object")
     max_points_per_side: int = Field(64, ge=1, description="largest points_per_side of /v1/segment/everything")
+    max_json_containers: int = Field(
+        10_000, ge=1, description="JSON objects and arrays per request body (or multipart field), counted before parsing"
+    )
     max_crop_layers: int = Field(2, ge=0, description="largest crop_n_layers of /v1/segment/everything")
 
     # /v1/track sessions
@@ -88,7 +100,14 @@ class Settings(BaseSettings):
     )
     track_idle_seconds: float = Field(300.0, gt=0, description="close a socket with no message for this long")
     track_session_ttl: int = Field(3600, ge=1, description="seconds a session stays resumable after its last step")
-    track_sessions_per_key: int = Field(16, ge=1, description="live sessions per API key")
+    track_sessions_per_key: int = Field(16, ge=1, description="live sessions (open sockets) per API key, per replica")
+    track_stored_sessions_per_key: int = Field(
+        256, ge=1, description="sessions per API key kept resumable in the store (live or not) at most"
+    )
+    track_max_pending_prompts: int = Field(
+        64, ge=1, description="prompts waiting for a session's first frame at most"
+    )
+    track_max_text_bytes: int = Field(4 << 20, ge=1024, description="largest JSON message on /v1/track, in bytes")
     track_max_objects: int = Field(32, ge=1, description="objects per tracking session")
 
     # auth
@@ -163,6 +182,12 @@ class Settings(BaseSettings):
         if value is not None and (value <= 0 or value % 32):
             raise ValueError(f"image_size must be a positive multiple of 32, got {value}")
         return value
+
+    @property
+    def max_ws_message_bytes(self) -> int:
+        """Largest WebSocket message: the biggest frame the limits allow (raw RGB8 of max_image_pixels, or an
+        image file) or a JSON message."""
+        return max(12 + 3 * self.max_image_pixels, self.max_image_bytes, self.track_max_text_bytes)
 
     @property
     def max_request_bytes(self) -> int:

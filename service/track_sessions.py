@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -19,8 +20,15 @@ from model_core.mask_ops import decode_rle, encode_rle, masks_to_boxes
 from model_core.state_codec import delta_parts, state_from_parts, state_parts
 from model_core.video_tracker import TrackerState, TrackResult, VideoTracker
 
+from pydantic import BaseModel, ValidationError
+
+from . import errors
 from .image_io import decode_image
-from .session_store import SessionRecord, SessionStore, StoreUnavailable, VersionConflict, token_hash
+from .prompts import check_inside
+from .schemas import TrackPrompt, TrackRemove, TrackStart
+from .session_store import (
+    IncompleteSession, SessionRecord, SessionStore, StoreUnavailable, VersionConflict, token_hash,
+)
 from .wire import RAW_HEADER_BYTES, RAW_MAGIC, encode_raw_frame, raw_frame_size
 
 __all__ = ["Session", "TrackError", "TrackSessions", "decode_frame", "encode_raw_frame", "result_message"]
@@ -37,6 +45,20 @@ class TrackError(Exception):
 
     def message(self) -> dict:
         return {"type": "error", "code": self.code, "detail": self.detail}
+
+
+def parse_message(model: type[BaseModel], msg: dict, code: str):
+    """A /v1/track message checked by its schema; a TrackError naming the bad fields otherwise."""
+    try:
+        return model.model_validate(msg)
+    except ValidationError as exc:
+        detail = errors.validation_problem(exc.errors(include_url=False, include_context=False)).detail
+        raise TrackError(code, detail) from None
+
+
+def _finite(value: float) -> float | None:
+    """A score as JSON can carry it: NaN and infinities (invalid JSON for browsers) become null."""
+    return round(value, 5) if math.isfinite(value) else None
 
 
 def decode_frame(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
@@ -65,8 +87,8 @@ def result_message(result: TrackResult, **extra) -> dict:
         for o, rle, box in zip(result.objects, encode_rle(masks), boxes):
             objects.append({
                 # wire names: "score" is the predicted IoU, "object_score" the presence logit
-                "obj_id": o.obj_id, "rle": rle, "bbox": [float(v) for v in box], "score": round(o.iou, 5),
-                "object_score": round(o.object_score_logit, 5), "present": bool(o.present),
+                "obj_id": o.obj_id, "rle": rle, "bbox": [float(v) for v in box], "score": _finite(o.iou),
+                "object_score": _finite(o.object_score_logit), "present": bool(o.present),
             })
     return {"type": "masks", "frame_idx": result.frame_idx, "objects": objects, **extra}
 
@@ -88,9 +110,11 @@ class Session:
     record: SessionRecord
     state: TrackerState
     token: str | None = None  # only known to the replica that created it (sent once to the client)
-    deferred: list[dict] = field(default_factory=list)  # "next" prompts sent before the frame size was known
+    pending: list[dict] = field(default_factory=list)  # checked "next" prompts waiting for the first frame's size
+    notes: list[dict] = field(default_factory=list)  # messages for the client from a step not answered yet
     needs_full_write: bool = False  # a write failed: the next one rewrites everything
     store_down_reported: bool = False
+    moved: bool = False  # resumed on another connection of this replica: this one may not step any more
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -116,7 +140,8 @@ class TrackSessions:
 
     async def start(self, tenant: str, msg: dict) -> Session:
         s = self.settings
-        model = msg.get("model")
+        m = parse_message(TrackStart, msg, "bad_message")
+        model = m.model
         cfg = self.engine.model.cfg
         if model not in (None, "") and model not in (self.settings.model, cfg.name):
             from model_core import canonical_name
@@ -127,25 +152,24 @@ class TrackSessions:
                 same = False
             if not same:
                 raise TrackError("bad_message", f"this replica serves {cfg.name}, not {model}")
-        if msg.get("image_size") not in (None, cfg.image_size):
+        if m.image_size not in (None, cfg.image_size):
             raise TrackError("bad_message", f"this replica runs image_size {cfg.image_size}")
-        mode = msg.get("mode", "video")
-        if mode not in ("video", "images"):
-            raise TrackError("bad_message", "mode must be 'video' or 'images'")
-        width, height = msg.get("width"), msg.get("height")
-        for name, v in (("width", width), ("height", height)):
-            if v is not None and (not isinstance(v, int) or v < 1):
-                raise TrackError("bad_message", f"{name} must be a positive integer")
+        mode, width, height = m.mode, m.width, m.height
         if (width is None) != (height is None):
             raise TrackError("bad_message", "give both width and height, or neither (taken from the first frame)")
         if width is not None and width * height > s.max_image_pixels:
             raise TrackError("limit", f"frames of {width}x{height} are over {s.max_image_pixels} pixels")
+        live = self.live_count(tenant)
+        if live >= s.track_sessions_per_key:
+            raise TrackError("limit", f"this API key already has {live} live sessions here "
+                                      f"(limit {s.track_sessions_per_key})")
         try:
             owned = await self.store.count_owned(tenant)
         except StoreUnavailable as exc:
             raise TrackError("store_unavailable", str(exc)) from None
-        if owned >= s.track_sessions_per_key:
-            raise TrackError("limit", f"this API key already has {owned} sessions (limit {s.track_sessions_per_key})")
+        if owned >= s.track_stored_sessions_per_key:
+            raise TrackError("limit", f"this API key already has {owned} stored sessions (limit "
+                                      f"{s.track_stored_sessions_per_key}): close sessions, or let them expire")
         sid, token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)  # 128 bits each
         # a size of 0 is taken from the first frame
         state = self.tracker.new_state(height or 0, width or 0, mode=mode, max_obj_num=s.track_max_objects)
@@ -163,29 +187,69 @@ class TrackSessions:
     async def resume(self, tenant: str, session_id: str, token: str) -> Session:
         if not isinstance(session_id, str) or not isinstance(token, str):
             raise TrackError("bad_message", "resume needs session_id and resume_token strings")
+        for _ in range(3):  # a write may land between load and claim: load again
+            stored = await self._load(session_id)
+            rec = stored.record
+            if rec.owner != tenant or not rec.token_matches(token):
+                raise TrackError("forbidden", "this session belongs to another key or the token is wrong")
+            cfg = self.engine.model.cfg
+            if (rec.model, rec.image_size) != (cfg.name, cfg.image_size):
+                raise TrackError("bad_message", f"the session runs {rec.model}@{rec.image_size}, this replica "
+                                                f"{cfg.name}@{cfg.image_size}")
+            live = self.live_count(tenant) - (session_id in self.live)
+            if live >= self.settings.track_sessions_per_key:
+                raise TrackError("limit", f"this API key already has {live} live sessions here")
+            try:  # from now on every earlier connection's write is refused: it is told session_moved
+                rec.version = await self.store.claim(session_id, rec.version)
+                break
+            except VersionConflict:
+                continue
+            except KeyError:
+                raise TrackError("not_found", "no such session (it expired, was closed, or never existed)") from None
+            except StoreUnavailable as exc:
+                raise TrackError("store_unavailable", str(exc)) from None
+        else:
+            raise TrackError("busy", "the session is being written by another connection; resume again")
         try:
-            stored = await self.store.load(session_id)
-        except StoreUnavailable as exc:
-            raise TrackError("store_unavailable", str(exc)) from None
-        if stored is None:
-            raise TrackError("not_found", "no such session (it expired, was closed, or never existed)")
-        rec = stored.record
-        if rec.owner != tenant or not rec.token_matches(token):
-            raise TrackError("forbidden", "this session belongs to another key or the token is wrong")
-        cfg = self.engine.model.cfg
-        if (rec.model, rec.image_size) != (cfg.name, cfg.image_size):
-            raise TrackError("bad_message", f"the session runs {rec.model}@{rec.image_size}, this replica "
-                                            f"{cfg.name}@{cfg.image_size}")
-        state, _ = await asyncio.to_thread(state_from_parts, stored.header, stored.entries, self.engine.device)
-        session = Session(rec, state)
+            state, extra = await asyncio.to_thread(state_from_parts, stored.header, stored.entries,
+                                                   self.engine.device)
+        except (ValueError, KeyError) as exc:
+            raise self._incomplete(session_id, exc) from None
+        session = Session(rec, state, pending=list(extra.get("pending_prompts", [])))
+        old = self.live.get(session_id)
+        if old is not None:
+            old.moved = True
         self.live[session_id] = session
         self.metrics.active_sessions.set(len(self.live))
         self.metrics.session_resumes.inc()
         return session
 
+    async def _load(self, session_id: str):
+        try:
+            stored = await self.store.load(session_id)
+        except StoreUnavailable as exc:
+            raise TrackError("store_unavailable", str(exc)) from None
+        except IncompleteSession as exc:
+            raise self._incomplete(session_id, exc) from None
+        if stored is None:
+            raise TrackError("not_found", "no such session (it expired, was closed, or never existed)")
+        return stored
+
+    def _incomplete(self, session_id: str, exc: Exception) -> TrackError:
+        """A session missing some of its keys (evicted): counted, and answered like one that does not exist."""
+        log.warning("session %s is incomplete in the store (%r): refused", session_id, exc)
+        self.metrics.errors.labels("session_incomplete").inc()
+        return TrackError("not_found", "the session's stored state is incomplete (part of it was evicted from the "
+                                       "store): it cannot be resumed; start a new one")
+
+    def live_count(self, tenant: str) -> int:
+        """Sessions with an open socket on this replica for this tenant."""
+        return sum(1 for x in self.live.values() if x.record.owner == tenant)
+
     def detach(self, session: Session) -> None:
         """The socket went away: the state stays in the store (until its TTL) for a resume."""
-        self.live.pop(session.session_id, None)
+        if self.live.get(session.session_id) is session:  # not the connection that took it over
+            del self.live[session.session_id]
         self.metrics.active_sessions.set(len(self.live))
 
     async def close(self, session: Session) -> None:
@@ -200,75 +264,101 @@ class TrackSessions:
 
     async def track_frame(self, session: Session, rgb: np.ndarray) -> FrameStep:
         st = session.state
-        if st.height == 0:  # size taken from the first frame; prompts that waited for it apply now
-            st.height, st.width = rgb.shape[:2]
-            deferred, session.deferred = session.deferred, []
-            for msg in deferred:
-                await self._apply_prompt(session, msg)
-        elif rgb.shape[:2] != (st.height, st.width):
+        hw = rgb.shape[:2]
+        waiting: list[TrackPrompt] = []
+        if st.height == 0:  # size taken from the first frame; prompts that waited for it apply with it
+            for raw in session.pending:
+                prompt = TrackPrompt.model_validate(raw)
+                try:
+                    check_inside(prompt.obj_id, prompt, hw)
+                except errors.Problem as exc:
+                    session.notes.append(self._dropped(exc.detail))
+                    continue
+                waiting.append(prompt)
+            session.pending = [p.model_dump(exclude_none=True) for p in waiting]
+        elif hw != (st.height, st.width):
             raise TrackError("bad_frame", f"frame is {rgb.shape[1]}x{rgb.shape[0]}, the session's frames are "
                                           f"{st.width}x{st.height}")
         x = await asyncio.to_thread(self.engine.prepare, rgb, self.tracker.resize)
+        refused: list[str] = []
+
+        def first_frame() -> None:  # on the worker, in the tracking step itself: a full queue or a deadline
+            st.height, st.width = hw  # leaves the state and the waiting prompts untouched
+            for prompt in waiting:
+                try:
+                    self._add_prompt(st, prompt, "next")
+                except (ValueError, TypeError, KeyError, OverflowError) as exc:  # e.g. too many objects
+                    refused.append(str(exc).strip("'\""))
+
         t0 = time.perf_counter()
-        result = await self.engine.track(self.tracker, st, x)
+        result = await self.engine.track(self.tracker, st, x, before=first_frame if st.height == 0 else None)
         t1 = time.perf_counter()
+        session.pending = []
+        session.notes.extend(self._dropped(detail) for detail in refused)
         self.metrics.device_seconds.labels("tracker", self.engine.model.cfg.name).observe(t1 - t0)
         self.metrics.frames_tracked.inc()
-        notes = await self._persist_notes(session)
+        notes, session.notes = session.notes, []
+        notes += await self._persist_notes(session)
         return FrameStep(result, notes, t1 - t0, time.perf_counter() - t1)
 
+    @staticmethod
+    def _dropped(detail: str) -> dict:
+        return TrackError("bad_prompt", f"a prompt sent before the first frame, not applied: {detail}").message()
+
+    def _add_prompt(self, st: TrackerState, p: TrackPrompt, frame: str, mask: np.ndarray | None = None):
+        return self.tracker.add_prompt(st, p.obj_id, points=p.points, labels=p.labels, box=p.box, mask=mask,
+                                       frame=frame, update_memory=p.update_memory)
+
     async def prompt(self, session: Session, msg: dict) -> list[dict]:
-        """An ack (prompt for the next frame) or the refined masks (the current frame), after store notices."""
-        out = await self._apply_prompt(session, msg)
-        notes = await self._persist_notes(session)
+        """An ack (prompt for the next frame, or kept until the first frame) or the refined masks (the current
+        frame), after store notices."""
+        p = parse_message(TrackPrompt, msg, "bad_prompt")
+        out = await self._apply_prompt(session, p)
+        notes = await self._persist_notes(session)  # early prompts too: acknowledged means stored
         if out is None:
-            return notes + [{"type": "ack", "for": "prompt", "obj_id": msg["obj_id"],
-                             "frame_idx": session.state.frame_idx}]
+            return notes + [{"type": "ack", "for": "prompt", "obj_id": p.obj_id, "frame_idx": session.state.frame_idx}]
         reply = await asyncio.to_thread(result_message, TrackResult(session.state.frame_idx - 1, [out]), refined=True)
         return notes + [reply]
 
     async def remove_object(self, session: Session, obj_id) -> list[dict]:
+        obj_id = parse_message(TrackRemove, {"obj_id": obj_id}, "bad_message").obj_id
+        kept = [p for p in session.pending if p["obj_id"] != obj_id]  # prompts not applied yet go too
         try:
             await self.engine.call(lambda: self.tracker.remove_object(session.state, obj_id))
         except KeyError:
-            raise TrackError("unknown_object", f"no object {obj_id} in this session") from None
+            if len(kept) == len(session.pending):
+                raise TrackError("unknown_object", f"no object {obj_id} in this session") from None
+        session.pending = kept
         return await self._persist_notes(session) + [{"type": "ack", "for": "remove_object", "obj_id": obj_id}]
 
     async def reset(self, session: Session) -> list[dict]:
         await self.engine.call(lambda: self.tracker.reset(session.state))
+        session.pending = []
         return await self._persist_notes(session) + [{"type": "ack", "for": "reset"}]
 
-    async def _apply_prompt(self, session: Session, msg: dict):
-        st = session.state
-        frame = msg.get("frame", "next")
-        if frame not in ("next", "current"):
-            raise TrackError("bad_prompt", "frame must be 'next' or 'current'")
-        obj_id = msg.get("obj_id")
-        if not isinstance(obj_id, int) or isinstance(obj_id, bool):
-            raise TrackError("bad_prompt", "obj_id must be an integer")
+    async def _apply_prompt(self, session: Session, p: TrackPrompt):
+        """Check a prompt (REST's checks) and apply it, or keep it until the first frame gives the size."""
+        st, s = session.state, self.settings
+        if len(p.points or []) > s.max_points:
+            raise TrackError("bad_prompt", f"at most {s.max_points} points per prompt")
         if st.height == 0:
-            if frame == "current":
+            if p.frame == "current":
                 raise TrackError("bad_prompt", "no frame has been tracked yet: use frame 'next'")
-            session.deferred.append(msg)  # coordinates need the frame size: applied with the first frame
+            if p.mask_input is not None:
+                raise TrackError("bad_prompt", "a mask needs the frame size: give width and height in start, or "
+                                               "send it after the first frame")
+            if len(session.pending) >= s.track_max_pending_prompts:
+                raise TrackError("limit", f"{len(session.pending)} prompts already wait for the first frame "
+                                          f"(limit {s.track_max_pending_prompts})")
+            session.pending.append(p.model_dump(exclude_none=True))  # written to the store with this step
             return None
-        points, labels, box, mask = msg.get("points"), msg.get("labels"), msg.get("box"), msg.get("mask")
-        npts = 0 if points is None else (len(points) if isinstance(points, list) else -1)
-        if npts > self.settings.max_points:
-            raise TrackError("bad_prompt", f"at most {self.settings.max_points} points per prompt")
         try:
-            if mask is not None:
-                if not isinstance(mask, dict) or mask.get("size") != [st.height, st.width]:
-                    raise TrackError("bad_prompt", f"mask must be a COCO RLE of size [{st.height}, {st.width}]")
-                mask = decode_rle(mask)
-            for x, y in (np.asarray(points, dtype=np.float64).reshape(-1, 2) if points is not None else []):
-                if not (0 <= x <= st.width and 0 <= y <= st.height):
-                    raise TrackError("bad_prompt", f"point ({x:g}, {y:g}) is outside the {st.width}x{st.height} frame")
-            update = bool(msg.get("update_memory", True))
-            return await self.engine.call(lambda: self.tracker.add_prompt(
-                st, obj_id, points=points, labels=labels, box=box, mask=mask, frame=frame, update_memory=update))
-        except TrackError:
-            raise
-        except (ValueError, TypeError, KeyError) as exc:
+            check_inside(p.obj_id, p, (st.height, st.width))
+            mask = None if p.mask_input is None else decode_rle(p.mask_input.model_dump())
+            return await self.engine.call(lambda: self._add_prompt(st, p, p.frame, mask))
+        except errors.Problem as exc:
+            raise TrackError("bad_prompt", exc.detail) from None
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:
             raise TrackError("bad_prompt", str(exc).strip("'\"")) from None
 
     async def _persist_notes(self, session: Session) -> list[dict]:
@@ -280,7 +370,7 @@ class TrackSessions:
     async def persist(self, session: Session) -> dict | None:
         """Write the step's delta (or everything after a failure); returns a message for the client, if any."""
         ttl = self.settings.track_session_ttl
-        extra = {"model": session.record.model}
+        extra = {"model": session.record.model, "pending_prompts": session.pending}
         t0 = time.perf_counter()
         try:
             if session.needs_full_write:

@@ -13,6 +13,7 @@ from ..inputs import read_request, resolve_image
 from ..mask_encoding import encode_masks
 from ..openapi import problem_responses, request_body
 from ..schemas import EverythingForm, EverythingRequest, EverythingResponse
+from model_core.automatic_mask_generator import crop_boxes
 from model_core.mask_ops import decode_rle
 
 router = APIRouter(prefix="/v1", tags=["segment"])
@@ -46,6 +47,11 @@ async def everything(request: Request, settings: SettingsDep, engine: EngineDep,
     if body.crop_n_layers > 0 and body.image_id is not None:
         raise errors.invalid_prompt("crop_n_layers > 0 encodes crops of the image: send the image, not an image_id")
     image = await resolve_image(engine, settings, tenant, image_bytes, body.image_id, keep_rgb=body.crop_n_layers > 0)
+    boxes, _ = crop_boxes(image.orig_hw, body.crop_n_layers, body.crop_overlap_ratio)
+    if any(x1 <= x0 or y1 <= y0 for x0, y0, x1, y1 in boxes):
+        h, w = image.orig_hw
+        raise errors.invalid_prompt(f"a {w}x{h} image is too small for crop_n_layers {body.crop_n_layers}: "
+                                    "some crops would be empty")
     records = await engine.everything(image, tenant, body.amg_params())
     h, w = image.orig_hw
 

@@ -15,6 +15,7 @@ from collections import deque
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from ..auth import presented_key, tenant_of
+from ..engine_errors import NotReady, Overloaded, QueueTimeout
 from ..track_sessions import Session, TrackError, TrackSessions, decode_frame, result_message
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,12 @@ class _Connection:
             elif msg.get("text") is not None:
                 await self.on_text(msg["text"])
 
+    def reader_done(self, task: asyncio.Task) -> None:
+        """Whatever ended the reader ends the worker too: a socket never hangs on a reader that died."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("tracking socket reader failed", exc_info=task.exception())
+        self.push(("stop", None))
+
     def push(self, event) -> None:
         self.events.append(event)
         self.wakeup.set()
@@ -91,9 +98,13 @@ class _Connection:
         self.push(("frame", (seq, data, time.perf_counter())))
 
     async def on_text(self, text: str) -> None:
+        limit = self.sessions.settings.track_max_text_bytes
+        if len(text) > limit:
+            await self.error(TrackError("limit", f"JSON messages are at most {limit} bytes"))
+            return
         try:
             msg = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deeply for the parser
             await self.error(TrackError("bad_message", "messages are JSON objects (frames are binary)"))
             return
         if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
@@ -124,6 +135,10 @@ class _Connection:
                 await self.error(exc)
                 if exc.fatal:
                     return
+            except (Overloaded, QueueTimeout) as exc:  # the engine's queue is full or timed out: back-pressure
+                await self.error(TrackError("busy", exc.detail))
+            except NotReady as exc:  # shutting down, or the device failed: nothing ran
+                await self.error(TrackError("not_ready", exc.detail))
             if self.closing:
                 return
 
@@ -133,7 +148,13 @@ class _Connection:
         t0 = time.perf_counter()
         rgb = await asyncio.to_thread(decode_frame, data, s.max_image_bytes, s.max_image_pixels)
         t1 = time.perf_counter()
-        step = await self.sessions.track_frame(session, rgb)
+        try:
+            step = await self.sessions.track_frame(session, rgb)
+        except (Overloaded, QueueTimeout) as exc:  # back-pressure: the session and its prompts stay as they were
+            self.sessions.metrics.dropped_frames.inc()
+            await self.send_notes(session)
+            await self.send({"type": "busy", "seq": seq, "detail": exc.detail})
+            return
         t3 = time.perf_counter()
         t2 = t3 - step.store_seconds
         msg = await asyncio.to_thread(result_message, step.result, seq=seq)
@@ -145,9 +166,16 @@ class _Connection:
             await self.send(note)
         await self.send(msg)
 
+    async def send_notes(self, session: Session) -> None:
+        notes, session.notes = session.notes, []
+        for note in notes:
+            await self.send(note)
+
     def require_session(self) -> Session:
         if self.session is None:
             raise TrackError("not_started", 'send {"type": "start"} or {"type": "resume"} first')
+        if self.session.moved:
+            raise TrackError("session_moved", "this session was resumed on another connection", fatal=True)
         return self.session
 
     async def on_control(self, msg: dict) -> None:
@@ -202,6 +230,7 @@ async def track(ws: WebSocket) -> None:
         return
     conn = _Connection(ws, sessions, tenant)
     reader = asyncio.create_task(conn.read())
+    reader.add_done_callback(conn.reader_done)
     try:
         await conn.work()
     except WebSocketDisconnect:

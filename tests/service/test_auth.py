@@ -39,7 +39,7 @@ async def test_missing_key_is_401_with_www_authenticate(secured):
 async def test_wrong_key_is_401(secured):
     r = await secured.get("/v1/models", headers={"Authorization": "Bearer not-the-key"})
     assert r.status_code == 401
-    assert r.json()["detail"] == "the API key is not valid"
+    assert r.json()["detail"].startswith("the API key in Authorization: Bearer")
 
 
 async def test_bearer_key_is_accepted(secured):
