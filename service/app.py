@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from . import __version__
+from . import __version__, ws_tokens
 from .auth import require_api_key
 from .engine import Engine
 from .errors import CrashGuardMiddleware, install_error_handlers
@@ -56,6 +56,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.ws_token_secret = (settings.ws_token_secret.encode("utf-8") if settings.ws_token_secret
+                                 else ws_tokens.new_secret())
     app.state.engine = engine
     app.state.track_sessions = TrackSessions(engine, store, settings, engine.metrics)
 

@@ -99,6 +99,11 @@ class Settings(BaseSettings):
         "reject", description="when a client sends frames faster than they are tracked: reject new or drop oldest"
     )
     track_idle_seconds: float = Field(300.0, gt=0, description="close a socket with no message for this long")
+    ws_token_ttl: int = Field(60, ge=1, le=3600, description="seconds a token from POST /v1/track/token is valid")
+    ws_token_secret: str | None = Field(
+        None, min_length=32, description="HMAC key of those tokens, the same on every replica (a Secret); unset: a "
+        "random key per process, so a token works only on the replica that made it"
+    )
     track_session_ttl: int = Field(3600, ge=1, description="seconds a session stays resumable after its last step")
     track_sessions_per_key: int = Field(16, ge=1, description="live sessions (open sockets) per API key, per replica")
     track_stored_sessions_per_key: int = Field(

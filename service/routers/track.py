@@ -12,9 +12,10 @@ import logging
 import time
 from collections import deque
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 
-from ..auth import presented_key, tenant_of
+from .. import ws_tokens
+from ..auth import Tenant, presented_key, tenant_of
 from ..engine_errors import NotReady, Overloaded, QueueTimeout
 from ..track_sessions import Session, TrackError, TrackSessions, decode_frame, result_message
 
@@ -23,8 +24,20 @@ router = APIRouter(tags=["tracking"])
 
 
 def _tenant(ws: WebSocket) -> str | None:
-    """The caller's tenant (Bearer / X-API-Key header, or ?api_key= for browsers); None if refused."""
+    """The caller's tenant (Bearer / X-API-Key header, ?token= from POST /v1/track/token, or ?api_key=);
+    None if refused."""
+    token = ws.query_params.get("token")
+    if token is not None:
+        return ws_tokens.verify(ws.app.state.ws_token_secret, token)
     return tenant_of(presented_key(ws.headers, ws.query_params), ws.app.state.settings.api_keys)
+
+
+@router.post("/v1/track/token", summary="A short-lived token for opening /v1/track from a browser")
+async def track_token(request: Request, tenant: Tenant) -> dict:
+    """Open the WebSocket with `?token=` instead of `?api_key=`: the token names the caller's API key without
+    showing it, and expires after `SAM2_WS_TOKEN_TTL` seconds (it is checked when the socket opens)."""
+    ttl = request.app.state.settings.ws_token_ttl
+    return {"token": ws_tokens.mint(request.app.state.ws_token_secret, tenant, ttl), "expires_in": ttl}
 
 
 class _Connection:

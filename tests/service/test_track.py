@@ -308,3 +308,51 @@ def test_concurrent_sessions_are_tracked_together_and_each_gets_its_own_masks(mo
             assert [o["obj_id"] for o in msg["objects"]] == [o.obj_id for o in e_objects]
             for o, eo in zip(msg["objects"], e_objects):
                 np.testing.assert_array_equal(decode_rle(o["rle"]), eo.mask)
+
+
+def test_a_short_lived_token_opens_the_socket_without_showing_the_key(engine, clip):
+    import time as _time
+
+    from service import ws_tokens
+
+    keys = {"alice": "key-alice-123", "bob": "key-bob-456"}
+    app = app_for(engine, api_keys=",".join(hash_key(k) for k in keys.values()), ws_token_ttl=30)
+    with TestClient(app) as client:
+        assert client.post("/v1/track/token").status_code == 401  # minting needs the key
+        r = client.post("/v1/track/token", headers={"X-API-Key": keys["alice"]})
+        assert r.status_code == 200 and r.json()["expires_in"] == 30
+        token = r.json()["token"]
+        assert keys["alice"] not in token and hash_key(keys["alice"]) not in token
+        with client.websocket_connect(f"/v1/track?token={token}") as ws:
+            hello = start(ws)
+            ws.send_json({"type": "prompt", "obj_id": 1, "points": [[40, 48]], "labels": [1]})
+            recv(ws, "ack")
+            ws.send_bytes(png(clip[0]))
+            assert recv(ws, "masks")["frame_idx"] == 0
+        # the session belongs to alice's key: bob's token cannot resume it, alice's key can
+        bob = client.post("/v1/track/token", headers={"X-API-Key": keys["bob"]}).json()["token"]
+        with client.websocket_connect(f"/v1/track?token={bob}") as ws:
+            ws.send_json({"type": "resume", "session_id": hello["session_id"], "resume_token": hello["resume_token"]})
+            assert recv(ws, "error")["code"] == "forbidden"
+        with client.websocket_connect(f"/v1/track?api_key={keys['alice']}") as ws:
+            ws.send_json({"type": "resume", "session_id": hello["session_id"], "resume_token": hello["resume_token"]})
+            assert recv(ws, "session")["resumed"]
+        secret = app.state.ws_token_secret
+        expired = ws_tokens.mint(secret, hash_key(keys["alice"]), 30, now=_time.time() - 60)
+        forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+        other = ws_tokens.mint(b"another replica's secret " * 2, hash_key(keys["alice"]), 30)
+        for bad in (expired, forged, other, "garbage"):
+            with client.websocket_connect(f"/v1/track?token={bad}") as ws:
+                ws.send_json({"type": "start"})
+                msg = ws.receive_json()  # a wrongly accepted token would get "session" here
+                assert (msg["type"], msg.get("code")) == ("error", "unauthorized"), bad
+
+
+def test_tokens_verify_across_replicas_that_share_the_secret():
+    from service import ws_tokens
+
+    secret = b"s" * 32
+    token = ws_tokens.mint(secret, "tenant-a", 60)
+    assert ws_tokens.verify(secret, token) == "tenant-a"
+    assert ws_tokens.verify(b"t" * 32, token) is None
+    assert ws_tokens.verify(secret, token, now=10**12) is None  # expired
