@@ -16,12 +16,20 @@ export function serverUrl(path) {
   return new URL(path, document.baseURI);
 }
 
-/** The /v1/track URL: ws(s) on this host; the key as ?api_key= (browsers cannot set WebSocket headers). */
-export function trackUrl() {
+/** The /v1/track URL: ws(s) on this host. Browsers cannot set WebSocket headers, so with a key the page asks
+ * for a short-lived ?token= (the key stays out of URLs and gateway logs); ?api_key= only if that fails. */
+export async function trackUrl() {
   const url = serverUrl("v1/track");
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   const key = apiKey();
-  if (key) url.searchParams.set("api_key", key);
+  if (key) {
+    try {
+      const { token } = await call("v1/track/token", { method: "POST" });
+      url.searchParams.set("token", token);
+    } catch {
+      url.searchParams.set("api_key", key); // a refused key or an older server: the socket says which
+    }
+  }
   return url.toString();
 }
 

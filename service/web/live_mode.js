@@ -159,7 +159,7 @@ export class LiveMode {
     this.connect(this.session ? "resume" : "start");
   }
 
-  connect(kind) {
+  async connect(kind) {
     if (this.draining) { // a paused connection still has frames running: resume once they are answered
       this.draining.then = () => this.connect(kind);
       this.setState("reconnecting");
@@ -167,7 +167,7 @@ export class LiveMode {
     }
     this.sizeSelect.disabled = true;
     this.setState(kind === "start" ? "connecting" : "reconnecting");
-    const ws = new WebSocket(trackUrl());
+    const ws = new WebSocket(await trackUrl());
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     this.inFlight.clear();

@@ -1,5 +1,5 @@
 """Live video mode in Chromium: a fake camera plays a generated .y4m clip; the page tracks an object over
-/v1/track (API key as ?api_key=), keeps drawing masks, and resumes its session after the connection is cut."""
+/v1/track (with a short-lived token from POST /v1/track/token), keeps drawing masks, and resumes its session after the connection is cut."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def test_live_tracking_survives_a_cut_connection(camera_browser, server, screens
     sent, received = [], []
 
     def on_socket(ws):
-        assert "api_key=" in ws.url, "a browser sends its key as ?api_key="
+        assert "token=" in ws.url and "api_key=" not in ws.url, "the page opens the socket with a short-lived token"
         ws.on("framesent", lambda p: sent.append(json.loads(p)) if isinstance(p, str) else sent.append("frame"))
         ws.on("framereceived", lambda p: received.append(json.loads(p)))
     page.on("websocket", on_socket)
