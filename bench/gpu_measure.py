@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import test_image
+from video_tracking import clip, object_prompts
 
 MODELS = {"t": "sam2.1_hiera_tiny", "s": "sam2.1_hiera_small", "b+": "sam2.1_hiera_base_plus",
           "l": "sam2.1_hiera_large"}
@@ -87,24 +88,18 @@ class Run:
         return ref.to(self.device), ours.to(self.device)
 
 
-def _ref_image_predictor(ref, size: int):
-    from sam2.sam2_image_predictor import SAM2ImagePredictor
-
-    p = SAM2ImagePredictor(ref)
-    s = size // 16
-    p._bb_feat_sizes = [(4 * s, 4 * s), (2 * s, 2 * s), (s, s)]  # Meta's predictor assumes 1024 px
-    return p
-
-
 def part_image(run: Run, args) -> None:
     """Encoder (set_image of a 1024x768 photo) and a click on the cached image, per model."""
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
     from model_core import ImagePredictor
+    from tests.reference import fit_to_image_size
 
     image = test_image(768, 1024)
     click = dict(point_coords=np.array([[500, 380]]), point_labels=np.array([1]))
     for key in run.models(args.models):
         ref, ours = run.pair(MODELS[key])
-        theirs = _ref_image_predictor(ref, run.size)
+        theirs = fit_to_image_size(SAM2ImagePredictor(ref), run.size)
         mine = ImagePredictor(ours, dtype=run.ours_dtype)
         with run.autocast(run.ref_dtype):
             ref_enc = run.timed_ms(lambda: theirs.set_image(image))
@@ -167,6 +162,8 @@ def part_amg(run: Run, args) -> None:
     """Segment-everything (32x32 points) of a 1024x768 photo."""
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
+    from tests.reference import fit_to_image_size
+
     from model_core.automatic_mask_generator import AutomaticMaskGenerator
 
     image = test_image(768, 1024)
@@ -175,25 +172,13 @@ def part_amg(run: Run, args) -> None:
     pps = 8 if run.smoke else 32
     mine = AutomaticMaskGenerator(ours, points_per_side=pps, dtype=run.ours_dtype)
     theirs = SAM2AutomaticMaskGenerator(ref, points_per_side=pps)
-    s = run.size // 16
-    theirs.predictor._bb_feat_sizes = [(4 * s, 4 * s), (2 * s, 2 * s), (s, s)]
+    fit_to_image_size(theirs.predictor, run.size)
     repeat = 1 if run.smoke else 3
     ours_ms = run.timed_ms(lambda: mine.generate(image), repeat=repeat, warmup=1)
     with run.autocast(run.ref_dtype):
         ref_ms = run.timed_ms(lambda: theirs.generate(image), repeat=repeat, warmup=1)
     run.record("amg", f"segment everything {pps}x{pps} points, {key}", ours_ms, ref_ms,
                masks=len(mine.generate(image)))
-
-
-def _clip(n: int):
-    from tests.fixtures import synthetic_clip
-
-    return synthetic_clip(n, 480, 640)
-
-
-def _prompts(k: int):
-    rng = np.random.default_rng(0)
-    return [(float(rng.uniform(0.1, 0.9) * 640), float(rng.uniform(0.1, 0.9) * 480)) for _ in range(k)]
 
 
 def part_video(run: Run, args) -> None:
@@ -205,7 +190,7 @@ def part_video(run: Run, args) -> None:
     from tests.model_core.video_fixtures import reference_state
 
     warm, n = 8, (12 if run.smoke else 28)
-    frames = _clip(n)
+    frames = clip(n)
     for key in run.models(args.video_models):
         name = MODELS[key]
         torch.manual_seed(0)
@@ -219,7 +204,7 @@ def part_video(run: Run, args) -> None:
         tracker = VideoTracker(ours, dtype=run.ours_dtype)
         for k in ((1, 2) if run.smoke else (1, 8)):
             state = tracker.new_state(480, 640)
-            for i, (x, y) in enumerate(_prompts(k)):
+            for i, (x, y) in enumerate(object_prompts(k)):
                 tracker.add_prompt(state, i + 1, points=[[x, y]], labels=[1])
             times = []
             for f in frames:
@@ -232,7 +217,7 @@ def part_video(run: Run, args) -> None:
                 from model_core.transforms import preprocess
 
                 rstate = reference_state(ref, frames, [preprocess(f, run.size) for f in frames], Path(tmp))
-                for i, (x, y) in enumerate(_prompts(k)):
+                for i, (x, y) in enumerate(object_prompts(k)):
                     ref.add_new_points_or_box(rstate, 0, i + 1, points=[[x, y]], labels=[1])
                 times, t = [], time.perf_counter()
                 for _ in ref.propagate_in_video(rstate):
@@ -249,7 +234,7 @@ def part_video(run: Run, args) -> None:
             states = []
             for _ in range(4):
                 st = tracker.new_state(480, 640)
-                tracker.add_prompt(st, 1, points=[list(_prompts(1)[0])], labels=[1])
+                tracker.add_prompt(st, 1, points=[list(object_prompts(1)[0])], labels=[1])
                 for f in frames[:12]:
                     tracker.track(st, f)
                 states.append(st)
@@ -306,7 +291,7 @@ def part_service(run: Run, args) -> None:
                            p50_ms=statistics.median(lat) * 1e3, p99_ms=float(np.percentile(lat, 99)) * 1e3)
         finally:
             server.stop()
-        frames = _clip(6 if run.smoke else 24)
+        frames = clip(6 if run.smoke else 24)
         tracking = serve(run.size, None, Path(tmp) / "track.log", device=run.device, dtype=dtype,
                          model=args.service_model)
         try:
@@ -326,10 +311,10 @@ def part_profile(run: Run, args) -> None:
     from model_core.video_tracker import VideoTracker
 
     _, ours = run.pair(MODELS["t"])
-    frames = _clip(14)
+    frames = clip(14)
     tracker = VideoTracker(ours, dtype=run.ours_dtype)
     state = tracker.new_state(480, 640)
-    tracker.add_prompt(state, 1, points=[list(_prompts(1)[0])], labels=[1])
+    tracker.add_prompt(state, 1, points=[list(object_prompts(1)[0])], labels=[1])
     for f in frames[:9]:
         tracker.track(state, f)
     predictor = ImagePredictor(ours, dtype=run.ours_dtype)

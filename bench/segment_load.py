@@ -203,9 +203,9 @@ def main() -> None:
             server.stop()
 
     # the reference, alone on the machine now
-    predictor = SAM2ImagePredictor(ref_model)
-    s = (args.image_size or 1024) // 16
-    predictor._bb_feat_sizes = [(4 * s, 4 * s), (2 * s, 2 * s), (s, s)]  # Meta's predictor assumes 1024 px
+    from tests.reference import fit_to_image_size
+
+    predictor = fit_to_image_size(SAM2ImagePredictor(ref_model), args.image_size or 1024)
     ctx = (torch.autocast("cpu", dtype=torch.bfloat16) if args.dtype == "bf16"
            else torch.autocast("cpu", enabled=False))
     ref = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 import torch
@@ -56,9 +58,15 @@ def preprocess(image, size: int, device: str | torch.device | None = None, resiz
         for hw in ((x.shape[2], size), (size, size)):
             x = F.interpolate(x, size=hw, mode="bicubic", align_corners=False, antialias=True).round_().clamp_(0, 255)
         x = x / 255.0
-    mean = torch.as_tensor(IMAGENET_MEAN, device=x.device)[:, None, None]
-    std = torch.as_tensor(IMAGENET_STD, device=x.device)[:, None, None]
+    mean, std = _normalisation(x.device)
     return ((x[0] - mean) / std).contiguous()
+
+
+@functools.lru_cache(maxsize=None)
+def _normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std as (3, 1, 1) tensors on a device, made once (not a host-to-device copy per frame)."""
+    return (torch.as_tensor(IMAGENET_MEAN, device=device)[:, None, None],
+            torch.as_tensor(IMAGENET_STD, device=device)[:, None, None])
 
 
 def _preprocess_opencv(image: np.ndarray, size: int) -> torch.Tensor:

@@ -121,13 +121,18 @@ class MemoryStore(SessionStore):
             stored = StoredSession(SessionRecord(**record.__dict__), header, dict(entries))
             self._data[record.session_id] = (time.monotonic() + ttl, stored)
 
+    def _at_version(self, session_id: str, expected_version: int) -> StoredSession:
+        """The live session, if it is still at the version its writer last saw (one writer per version)."""
+        s = self._live(session_id)
+        if s is None:
+            raise KeyError(session_id)
+        if s.record.version != expected_version:
+            raise VersionConflict(f"session {session_id} is at version {s.record.version}, not {expected_version}")
+        return s
+
     async def write(self, session_id, expected_version, header, puts, deletes, ttl, replace=False):
         async with self._lock:
-            s = self._live(session_id)
-            if s is None:
-                raise KeyError(session_id)
-            if s.record.version != expected_version:
-                raise VersionConflict(f"session {session_id} is at version {s.record.version}, not {expected_version}")
+            s = self._at_version(session_id, expected_version)
             entries = {} if replace else s.entries
             entries.update(puts)
             for k in deletes:
@@ -138,11 +143,7 @@ class MemoryStore(SessionStore):
 
     async def claim(self, session_id, expected_version):
         async with self._lock:
-            s = self._live(session_id)
-            if s is None:
-                raise KeyError(session_id)
-            if s.record.version != expected_version:
-                raise VersionConflict(f"session {session_id} is at version {s.record.version}, not {expected_version}")
+            s = self._at_version(session_id, expected_version)
             s.record.version += 1
             return s.record.version
 

@@ -54,6 +54,13 @@ def ours_from_reference(ref, name: str, image_size: int | None = None):
     return ours.eval().requires_grad_(False)
 
 
+def fit_to_image_size(predictor, image_size: int):
+    """Meta's SAM2ImagePredictor hard-codes the 1024 px feature sizes: set them for another model input size."""
+    s = image_size // 16
+    predictor._bb_feat_sizes = [(4 * s, 4 * s), (2 * s, 2 * s), (s, s)]
+    return predictor
+
+
 def max_rel_diff(ref: torch.Tensor, ours: torch.Tensor) -> float:
     """max |ref - ours| relative to the reference's scale (its max abs value, at least 1)."""
     scale = max(ref.abs().max().item(), 1.0)

@@ -17,7 +17,7 @@ from model_core.mask_ops import (
     uncompressed_rle,
 )
 from tests.fixtures import synthetic_image
-from tests.reference import ours_from_reference, reference_model
+from tests.reference import fit_to_image_size, ours_from_reference, reference_model
 
 amg_ref = pytest.importorskip("sam2.utils.amg")
 
@@ -40,8 +40,7 @@ def test_same_masks_as_the_reference_generator(crop_n_layers):
                   box_nms_thresh=1.0, crop_nms_thresh=1.0, crop_n_layers=crop_n_layers,
                   output_mode="coco_rle")
     theirs = SAM2AutomaticMaskGenerator(ref, **params)
-    s = size // 16
-    theirs.predictor._bb_feat_sizes = [(4 * s, 4 * s), (2 * s, 2 * s), (s, s)]  # hard-coded for 1024 px there
+    fit_to_image_size(theirs.predictor, size)
     expected = theirs.generate(image)
     got = AutomaticMaskGenerator(ours, **params).generate(image)
 

@@ -18,7 +18,7 @@ from model_core import ImagePredictor
 from model_core.precision import parse_dtype
 from model_core.video_tracker import VideoTracker
 from tests.fixtures import synthetic_clip, synthetic_image
-from tests.reference import REF_CONFIG_FILES, build_reference, max_rel_diff, ours_from_reference
+from tests.reference import REF_CONFIG_FILES, build_reference, fit_to_image_size, max_rel_diff, ours_from_reference
 
 DEVICE = os.environ.get("SAM2_TEST_DEVICE", "cuda")
 MODELS = os.environ.get("SAM2_GPU_TEST_MODELS", ",".join(REF_CONFIG_FILES)).split(",")
@@ -74,9 +74,7 @@ def test_fp32_on_device_matches_reference_on_cpu(name):
 
     ref, ours = pair(name)
     image = synthetic_image(SIZE, SIZE)  # square at the model size: no resize, so only the networks differ
-    theirs = SAM2ImagePredictor(ref)
-    s = SIZE // 16
-    theirs._bb_feat_sizes = [(4 * s, 4 * s), (2 * s, 2 * s), (s, s)]
+    theirs = fit_to_image_size(SAM2ImagePredictor(ref), SIZE)
     theirs.set_image(image)
     mine = ImagePredictor(ours, dtype=torch.float32)
     mine.set_image(image)

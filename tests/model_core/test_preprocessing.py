@@ -10,7 +10,7 @@ from model_core.transforms import preprocess
 from model_core.video_predictor import VideoPredictor
 from tests.fixtures import synthetic_clip, synthetic_image
 from tests.model_core.video_fixtures import reference_video_predictor, restore_torch
-from tests.reference import max_rel_diff, ours_from_reference, reference_model
+from tests.reference import fit_to_image_size, max_rel_diff, ours_from_reference, reference_model
 
 NAME, SIZE = "sam2.1_hiera_tiny", 256
 
@@ -51,9 +51,8 @@ def test_image_predictor_on_images_matches_the_reference(hw):
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
     ref = reference_model(NAME, SIZE)
-    theirs, ours = SAM2ImagePredictor(ref), ImagePredictor(ours_from_reference(ref, NAME, SIZE))
-    s = SIZE // 16
-    theirs._bb_feat_sizes = [(4 * s, 4 * s), (2 * s, 2 * s), (s, s)]
+    theirs = fit_to_image_size(SAM2ImagePredictor(ref), SIZE)
+    ours = ImagePredictor(ours_from_reference(ref, NAME, SIZE))
     h, w = hw
     image = synthetic_image(h, w)
     theirs.set_image(image)
