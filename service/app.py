@@ -14,6 +14,7 @@ from .errors import CrashGuardMiddleware, install_error_handlers
 from .inputs import BodyLimitMiddleware
 from .metrics import RequestMetricsMiddleware
 from .openapi import install_openapi
+from .pod_deletion_cost import DeletionCostPublisher, KubeTarget
 from .routers import demo, embed, everything, health, models, segment, track
 from .schemas import (
     EmbedForm, EmbedRequest, EverythingForm, EverythingRequest, ProblemDetails, SegmentForm, SegmentRequest,
@@ -37,11 +38,19 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     engine = engine if engine is not None else Engine(settings)
 
     store = RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
+    sessions = TrackSessions(engine, store, settings, engine.metrics)
+    deletion_cost = (DeletionCostPublisher(KubeTarget.from_settings(settings), lambda: len(sessions.live),
+                                           settings.pod_deletion_cost_interval)
+                     if settings.pod_deletion_cost else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         engine.start()
+        if deletion_cost:
+            deletion_cost.start()
         yield
+        if deletion_cost:
+            await deletion_cost.stop()
         await store.close()
         if owns_engine:
             await run_in_threadpool(engine.stop)
@@ -59,7 +68,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.ws_token_secret = (settings.ws_token_secret.encode("utf-8") if settings.ws_token_secret
                                  else ws_tokens.new_secret())
     app.state.engine = engine
-    app.state.track_sessions = TrackSessions(engine, store, settings, engine.metrics)
+    app.state.track_sessions = sessions
+    app.state.deletion_cost = deletion_cost
 
     def count_error(kind: str) -> None:
         engine.metrics.errors.labels(kind).inc()

@@ -115,6 +115,19 @@ class Settings(BaseSettings):
     track_max_text_bytes: int = Field(4 << 20, ge=1024, description="largest JSON message on /v1/track, in bytes")
     track_max_objects: int = Field(32, ge=1, description="objects per tracking session")
 
+    # Kubernetes
+    pod_deletion_cost: bool = Field(
+        False, description="keep this pod's controller.kubernetes.io/pod-deletion-cost annotation at its number of "
+        "live tracking sessions, so a scale-down removes the idlest pods (needs SAM2_POD_NAME, SAM2_POD_NAMESPACE "
+        "and RBAC to patch the pod: the chart's podDeletionCost.enabled)"
+    )
+    pod_deletion_cost_interval: float = Field(10.0, gt=0, description="seconds between two checks of the count")
+    pod_name: str | None = Field(None, description="this pod's name (downward API)")
+    pod_namespace: str | None = Field(None, description="this pod's namespace (downward API)")
+    kube_api_url: str | None = Field(
+        None, description="Kubernetes API base URL; unset: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT"
+    )
+
     # auth
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -15,7 +15,7 @@ from .conftest import CHART, DASHBOARD, PROMETHEUS_DIR, REPO, load_yaml_docs, ru
 PRODUCTION = REPO / "deploy" / "helm" / "examples" / "production.yaml"
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest kubernetes-validate knows.
 K8S_VERSIONS = ["1.30", "1.37"]
-CORE_GROUPS = ("v1", "apps/", "autoscaling/", "policy/", "networking.k8s.io/", "batch/")
+CORE_GROUPS = ("v1", "apps/", "autoscaling/", "policy/", "networking.k8s.io/", "batch/", "rbac.authorization.k8s.io/")
 CRD_UNVALIDATED = {("gateway.envoyproxy.io/v1alpha1", "BackendTrafficPolicy")}  # no offline schema; checked below
 
 VARIANTS = {
@@ -85,7 +85,7 @@ def test_rendered_core_objects_pass_strict_kubernetes_schemas(variant, version):
     # only custom resources may lack a bundled schema; those are validated by the test below
     for line in out.splitlines():
         if "Couldn't find schema" in line:
-            assert not re.search(r"api version (v1|apps/|autoscaling/|policy/|networking\.k8s\.io/)", line), line
+            assert not re.search(r"api version (v1|apps/|autoscaling/|policy/|networking\.k8s\.io/|rbac\.)", line), line
 
 
 def test_kubernetes_validate_rejects_what_helm_lint_lets_through():
@@ -299,6 +299,64 @@ def test_an_existing_claim_needs_no_storage_class():
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     assert {"name": "weights", "persistentVolumeClaim": {"claimName": "weights"}} in pod["volumes"]
     assert not by_kind(docs, "PersistentVolumeClaim")
+
+
+def test_an_object_store_client_copies_the_weights_and_fetch_weights_checks_them():
+    sha = "cd" * 32
+    client = ["aws", "s3", "cp", "s3://models/sam2.1_hiera_large.pt", "/weights/sam2.1_hiera_large.pt"]
+    manifests = helm_template("-f", PRODUCTION, "--set", "weights.seed.enabled=true", "--set", f"weights.sha256={sha}",
+                              "--set", "weights.seed.client.image=amazon/aws-cli:2.31.0",
+                              "--set-json", f"weights.seed.client.command={json.dumps(client)}",
+                              "--set-json", 'weights.seed.client.envFrom=[{"secretRef":{"name":"s3-credentials"}}]').stdout
+    kubernetes_validate(manifests, "1.30")
+    pod = one(load_yaml_docs(manifests), "Deployment")["spec"]["template"]["spec"]
+    copy, fetch = pod["initContainers"]  # in this order: copy, then check
+    assert (copy["name"], copy["image"], copy["command"]) == ("copy-weights", "amazon/aws-cli:2.31.0", client)
+    assert copy["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+    assert {m["mountPath"] for m in copy["volumeMounts"]} == {"/weights", "/tmp"}
+    assert copy["securityContext"]["readOnlyRootFilesystem"]
+    assert fetch["args"] == ["fetch-weights"]
+    assert {"name": "SAM2_WEIGHTS_SHA256", "value": sha} in fetch["env"]
+    # a client without the checking step could put any file there
+    result = helm_template("--set", "weights.seed.client.image=rclone/rclone:1.71", check=False)
+    assert result.returncode != 0 and "weights.seed.client" in result.stderr
+
+
+def test_weights_from_an_oci_image_volume_mount_read_only():
+    ref = "registry.internal/sam2-weights:sam2.1_l@sha256:" + "ef" * 32
+    manifests = helm_template("-f", PRODUCTION, "--set", "weights.persistence.enabled=false",
+                              "--set", f"weights.image.reference={ref}").stdout
+    kubernetes_validate(manifests, "1.37")  # image volumes: beta and on by default from 1.35
+    docs = load_yaml_docs(manifests)
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "weights", "image": {"reference": ref, "pullPolicy": "IfNotPresent"}} in pod["volumes"]
+    assert {"name": "weights", "mountPath": "/weights", "readOnly": True} in pod["containers"][0]["volumeMounts"]
+    assert not by_kind(docs, "PersistentVolumeClaim")
+    result = helm_template("-f", PRODUCTION, "--set", f"weights.image.reference={ref}", check=False)
+    assert result.returncode != 0 and "weights.image" in result.stderr  # and a shared volume too: which one?
+
+
+def test_pod_deletion_cost_gets_its_pod_identity_a_token_and_a_narrow_role():
+    docs = render("-f", PRODUCTION)  # on in the production example
+    deployment = one(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    service = pod["containers"][0]
+    env = {e["name"]: e for e in service["env"]}
+    assert env["SAM2_POD_DELETION_COST"]["value"] == "true"
+    assert env["SAM2_POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["SAM2_POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    # the token reaches the service container only, at the path in-cluster clients read
+    assert pod["automountServiceAccountToken"] is False
+    assert {"name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+            "readOnly": True} in service["volumeMounts"]
+    for init in pod.get("initContainers", []):
+        assert "kube-api-access" not in {m["name"] for m in init["volumeMounts"]}
+    role, binding = one(docs, "Role"), one(docs, "RoleBinding")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == pod["serviceAccountName"]
+    plain = render()
+    assert not by_kind(plain, "Role") and "SAM2_POD_NAME" not in json.dumps(one(plain, "Deployment"))
 
 
 def test_extra_volumes_mount_a_private_ca_for_rediss(tmp_path):

@@ -22,6 +22,8 @@ SECRET_STANDINS = {
     "SAM2_API_KEYS": "ab" * 32,
     "SAM2_REDIS_URL": "redis://:pw@redis:6379/0",
     "REDIS_PASSWORD": "pw",
+    "SAM2_POD_NAME": "sam2-7c9d-x2x",  # the downward API's metadata.name / metadata.namespace
+    "SAM2_POD_NAMESPACE": "sam2",
 }
 
 
