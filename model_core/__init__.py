@@ -5,10 +5,11 @@ from .build import build_model
 from .configs import CONFIGS, ModelConfig, canonical_name, get_config
 from .image_predictor import ImagePredictor
 from .modeling import ImageFeatures, SAM2Model
+from .track_video import track_video
 from .video_predictor import VideoPredictor
 from .video_tracker import VideoTracker
 
 __all__ = [
     "CONFIGS", "AutomaticMaskGenerator", "ImageFeatures", "ImagePredictor", "ModelConfig", "SAM2Model",
-    "VideoPredictor", "VideoTracker", "build_model", "canonical_name", "get_config",
+    "VideoPredictor", "VideoTracker", "build_model", "canonical_name", "get_config", "track_video",
 ]

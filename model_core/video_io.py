@@ -1,9 +1,12 @@
-"""Lazy video frame sources: an mp4 (or any OpenCV-readable video), a folder of JPEGs, or arrays."""
+"""Video frame sources: random access to an mp4, a JPEG folder or arrays (`open_video`), and streams read
+in order, one frame at a time, that also take cameras and URLs (`open_stream`)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -103,3 +106,112 @@ def open_video(video) -> FrameSource:
     if isinstance(video, (list, tuple)) or (isinstance(video, np.ndarray) and video.ndim == 4):
         return ArrayFrames(video)
     raise TypeError("video must be a path (mp4 or JPEG folder), a list of frames, or an (N, H, W, 3) array")
+
+
+# ---- streaming sources: frames in order, one at a time, length unknown until the end ------------------
+
+
+class VideoSourceError(ValueError):
+    """A video source that cannot be opened or read (missing file, no camera, unreachable URL)."""
+
+
+class FrameStream:
+    """RGB uint8 frames in order, read one at a time; `num_frames` is None where the length is unknown."""
+
+    name: str = "video"  # a short name for output files
+    fps: float | None = None
+    num_frames: int | None = None
+    exact_length: bool = False  # True when num_frames is known to be the true count (folders, arrays)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "FrameStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class CaptureStream(FrameStream):
+    """A video file, camera index or URL (RTSP, HTTP, ...) read with OpenCV's VideoCapture."""
+
+    def __init__(self, source: int | str, timeout_s: float = 10.0) -> None:
+        self.source = source
+        if isinstance(source, int):
+            self.name, what = f"camera{source}", f"camera {source}"
+            self._cap = cv2.VideoCapture(source)
+        else:
+            self.name, what = _stream_name(source), f"video {source}"
+            ms = int(timeout_s * 1000)  # an unreachable URL fails instead of hanging
+            self._cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG,
+                                         [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        if not self._cap.isOpened():
+            raise VideoSourceError(f"cannot open {what}")
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if 0 < fps < 1000 else None
+        count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)  # the container's claim; cameras and live streams have none
+        self.num_frames = int(count) if 0 < count < 2**31 and not isinstance(source, int) else None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while True:
+            ok, bgr = self._cap.read()
+            if not ok:
+                return
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class SequenceStream(FrameStream):
+    """A FrameSource (a JPEG folder, arrays) or any iterable of frames, as a stream."""
+
+    def __init__(self, frames, name: str = "frames", fps: float | None = None) -> None:
+        self.frames, self.name, self.fps = frames, name, fps
+        if isinstance(frames, FrameSource):
+            self.num_frames, self.exact_length = len(frames), True
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if isinstance(self.frames, FrameSource):
+            return (self.frames[i] for i in range(len(self.frames)))
+        return (as_rgb_uint8(f) for f in self.frames)
+
+
+def _stream_name(source: str) -> str:
+    stem = Path(urlsplit(source).path if "://" in source else source).stem
+    return stem or "stream"
+
+
+def open_stream(source, timeout_s: float = 10.0) -> FrameStream:
+    """A video file, a frame folder, a camera index (int or "0"), a URL, a FrameSource or an iterable of frames."""
+    if isinstance(source, FrameStream):
+        return source
+    if isinstance(source, FrameSource):
+        return SequenceStream(source)
+    if isinstance(source, bool):
+        raise TypeError("source must be a path, a camera index, a URL or frames")
+    if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
+        return CaptureStream(int(source))
+    if isinstance(source, str) and "://" in source:
+        return CaptureStream(source, timeout_s)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            try:
+                return SequenceStream(FolderFrames(path), name=path.name or "frames")
+            except ValueError as exc:
+                raise VideoSourceError(str(exc)) from None
+        if path.is_file():
+            return CaptureStream(str(path), timeout_s)
+        raise VideoSourceError(f"no such video file, frame folder, camera or URL: {source}")
+    if isinstance(source, (list, tuple)) or (isinstance(source, np.ndarray) and source.ndim == 4):
+        if len(source) == 0:
+            raise VideoSourceError("the video has no frames")
+        return SequenceStream(ArrayFrames(source))
+    if isinstance(source, Iterable):
+        return SequenceStream(source)
+    raise TypeError("source must be a path, a camera index, a URL, a FrameSource or an iterable of frames")

@@ -1,4 +1,5 @@
-"""`sam2-service` command line: `serve` runs the HTTP service; `segment` runs one image without a server."""
+"""`sam2-service` command line: `serve` runs the HTTP service; `segment` (one image) and `track` (a video, folder,
+camera or stream) run without a server."""
 
 from __future__ import annotations
 
@@ -30,14 +31,36 @@ def _box(text: str) -> tuple[float, ...]:
     return vals
 
 
+def _click(text: str) -> tuple[float, float, int]:
+    """X,Y or X,Y,LABEL (1 object, the default; 0 background)."""
+    parts = text.split(",")
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        x, y = float(parts[0]), float(parts[1])
+        label = int(parts[2]) if len(parts) == 3 else 1
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X,Y or X,Y,LABEL, got {text!r}") from None
+    if label not in (0, 1):
+        raise argparse.ArgumentTypeError(f"LABEL must be 1 (object) or 0 (background), got {text!r}")
+    return x, y, label
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def overlay(image: np.ndarray, mask: np.ndarray, color=(30, 144, 255), alpha: float = 0.5) -> np.ndarray:
     """RGB image with the mask tinted and its outline drawn."""
-    out = image.copy()
-    tint = np.array(color, dtype=np.float32)
-    out[mask] = (out[mask].astype(np.float32) * (1 - alpha) + tint * alpha).astype(np.uint8)
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    cv2.drawContours(out, contours, -1, (255, 255, 255), 2)
-    return out
+    from model_core.mask_overlay import overlay_masks
+
+    return overlay_masks(image, [mask], [color], alpha)
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -79,6 +102,82 @@ def cmd_segment(args: argparse.Namespace) -> int:
     cv2.imwrite(str(overlay_path), cv2.cvtColor(overlay(image, mask), cv2.COLOR_RGB2BGR))
     print(f"score {scores[best]:.3f}, area {int(mask.sum())} px -> {mask_path}, {overlay_path}")
     return 0
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
+    from tqdm import tqdm
+
+    from model_core import VideoTracker, build_model
+    from model_core.mask_lines import MaskLinesWriter
+    from model_core.mask_overlay import draw_tracks
+    from model_core.precision import parse_dtype
+    from model_core.track_prompts import PromptError, load_prompts, parse_prompt
+    from model_core.track_video import EverythingParams, track_video
+    from model_core.video_io import VideoSourceError, open_stream
+    from model_core.video_writers import VideoWriter, pyav_h264_encoder
+
+    try:
+        prompts = load_prompts(args.prompts) if args.prompts else []
+        if args.point or args.box:
+            entry = {"frame": args.frame or 0, "obj_id": 1 if args.obj_id is None else args.obj_id,
+                     "points": [[x, y] for x, y, _ in args.point], "labels": [lab for _, _, lab in args.point]}
+            if args.box:
+                entry["box"] = list(args.box)
+            prompts.append(parse_prompt(entry, "--point/--box"))
+        elif args.frame is not None or args.obj_id is not None:
+            raise PromptError("--frame and --obj-id go with --point or --box")
+        if not prompts and not args.everything:
+            raise PromptError("nothing to track: give --point X,Y[,LABEL] and/or --box X0,Y0,X1,Y1, "
+                              "--prompts FILE.json, or --everything")
+        if args.writer == "pyav" and not args.no_overlay and pyav_h264_encoder() is None:
+            raise VideoSourceError("--writer pyav: PyAV with an H.264 encoder is not installed "
+                                   "(pip install 'sam2-service[video]')")
+        stream = open_stream(args.source)
+    except (PromptError, VideoSourceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    everything = None
+    if args.everything:
+        everything = EverythingParams(args.points_per_side, args.pred_iou_thresh, args.stability_score_thresh,
+                                      args.box_nms_thresh, max_objects=args.max_objects)
+    if args.weights == "random":
+        print("WARNING: --weights random builds an UNTRAINED model; the masks are meaningless "
+              "(a smoke run only).", file=sys.stderr)
+    model = build_model(args.model, weights=args.weights, device=args.device, image_size=args.image_size)
+    tracker = VideoTracker(model, dtype=parse_dtype(args.dtype))
+
+    out_dir = Path(args.out_dir)
+    masks_path = out_dir / f"{stream.name}_masks.jsonl"
+    video_path = None if args.no_overlay else out_dir / f"{stream.name}_overlay.mp4"
+    total = stream.num_frames if args.max_frames is None else min(stream.num_frames or args.max_frames, args.max_frames)
+    frames, obj_ids, video, rc = 0, set(), None, 0
+    with stream, ExitStack() as outputs:
+        try:
+            for tracked in tqdm(track_video(tracker, stream, prompts, everything, args.max_frames), total=total,
+                                unit="frame", desc=stream.name, disable=args.no_progress):
+                if frames == 0:  # outputs are created once the first frame is tracked (bad prompts leave none)
+                    out_dir.mkdir(parents=True, exist_ok=True)
+                    lines = outputs.enter_context(MaskLinesWriter(masks_path))
+                    if video_path is not None:
+                        video = outputs.enter_context(VideoWriter(video_path, args.fps or stream.fps or 30.0,
+                                                                  args.writer))
+                lines.write(tracked.result)
+                if video is not None:
+                    video.write(draw_tracks(tracked.image, tracked.result))
+                frames += 1
+                obj_ids.update(o.obj_id for o in tracked.result.objects)
+        except (PromptError, VideoSourceError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            rc = 2
+        except KeyboardInterrupt:
+            print(f"interrupted: the outputs hold frames 0..{frames - 1}", file=sys.stderr)
+            rc = 130
+    if frames:
+        written = f"{masks_path}" + (f", {video_path} ({video.codec}, {video.backend})" if video else "")
+        print(f"{frames} frames, objects {sorted(obj_ids)} -> {written}")
+    return rc
 
 
 def uvicorn_options(settings) -> dict:
@@ -176,6 +275,38 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--image-size", type=int, default=None, help="model input size (multiple of 32; default 1024)")
     seg.add_argument("--out-dir", default=".", help="where to write <name>_mask.png and <name>_overlay.png")
     seg.set_defaults(func=cmd_segment)
+
+    trk = sub.add_parser("track", help="track objects through a video file, frame folder, camera or stream URL; "
+                                       "writes masks (COCO RLE, JSON lines) and an overlay mp4")
+    trk.add_argument("source", help="video file, folder of JPEG frames, camera index (0, 1, ...) or URL (rtsp://, http://)")
+    trk.add_argument("--point", type=_click, action="append", default=[], metavar="X,Y[,LABEL]",
+                     help="a click in pixels; LABEL 1 object (default), 0 background; repeat for more clicks")
+    trk.add_argument("--box", type=_box, metavar="X0,Y0,X1,Y1", help="a box in pixels")
+    trk.add_argument("--obj-id", type=int, help="object id of --point/--box (default 1)")
+    trk.add_argument("--frame", type=int, help="frame of --point/--box (default 0)")
+    trk.add_argument("--prompts", metavar="FILE.json", help='more objects and frames: [{"frame": 0, "obj_id": 1, '
+                     '"points": [[x, y]], "labels": [1]}, {"frame": 10, "obj_id": 2, "box": [x0, y0, x1, y1]}]')
+    trk.add_argument("--everything", action="store_true",
+                     help="one object per automatic mask of the first frame (segment everything)")
+    trk.add_argument("--points-per-side", type=_positive_int, default=32, help="--everything's point grid")
+    trk.add_argument("--pred-iou-thresh", type=float, default=0.8, help="--everything keeps masks above this")
+    trk.add_argument("--stability-score-thresh", type=float, default=0.95, help="--everything keeps masks above this")
+    trk.add_argument("--box-nms-thresh", type=float, default=0.7, help="--everything's overlap limit between masks")
+    trk.add_argument("--max-objects", type=_positive_int, help="--everything keeps the best N masks")
+    trk.add_argument("-o", "--out-dir", default=".", help="where to write <name>_masks.jsonl and <name>_overlay.mp4")
+    trk.add_argument("--no-overlay", action="store_true", help="write the masks only")
+    trk.add_argument("--writer", default="auto", choices=["auto", "pyav", "opencv"],
+                     help="overlay encoder: H.264 through PyAV (pip install 'sam2-service[video]'), or OpenCV's mp4v")
+    trk.add_argument("--fps", type=float, help="overlay frame rate (default: the source's, else 30)")
+    trk.add_argument("--max-frames", type=_positive_int, help="stop after N frames (a camera runs until Ctrl-C)")
+    trk.add_argument("--no-progress", action="store_true", help="no progress bar")
+    trk.add_argument("--model", default="sam2.1_t", help="sam2.1_t|s|b|l, sam2_t|s|b|l or Meta's names")
+    trk.add_argument("--weights", default=None,
+                     help="checkpoint path, or 'random' (untrained, offline smoke runs); default: official, cached")
+    trk.add_argument("--device", default="cpu")
+    trk.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 autocast")
+    trk.add_argument("--image-size", type=int, default=None, help="model input size (multiple of 32; default 1024)")
+    trk.set_defaults(func=cmd_track)
 
     srv = sub.add_parser("serve", help="run the HTTP API (settings from flags, then SAM2_* variables)")
     srv.add_argument("--model", help="sam2.1_t|s|b|l, sam2_t|s|b|l or Meta's names (default sam2.1_t)")
