@@ -43,7 +43,7 @@ class MaskLinesWriter:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "MaskLinesWriter":
+    def __enter__(self) -> MaskLinesWriter:
         return self
 
     def __exit__(self, *exc) -> None:

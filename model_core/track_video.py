@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, islice
 
 import numpy as np
 
@@ -91,9 +91,7 @@ def track_video(
         plan = merge_by_frame(prompts)
         state = tracker.new_state(height, width, num_frames=stream.num_frames)
         n = 0
-        for f, image in enumerate(chain([first], frames)):
-            if max_frames is not None and f >= max_frames:
-                break
+        for f, image in enumerate(islice(chain([first], frames), max_frames)):
             if state.num_frames is not None and f >= state.num_frames:
                 log.warning("%s has more frames than its container says (%d); tracking on as a stream",
                             stream.name, state.num_frames)

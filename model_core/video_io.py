@@ -129,7 +129,7 @@ class FrameStream:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "FrameStream":
+    def __enter__(self) -> FrameStream:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -144,11 +144,14 @@ class CaptureStream(FrameStream):
         if isinstance(source, int):
             self.name, what = f"camera{source}", f"camera {source}"
             self._cap = cv2.VideoCapture(source)
-        else:
-            self.name, what = _stream_name(source), f"video {source}"
+        elif "://" in source:
+            self.name, what = _stream_name(source), f"stream {source}"
             ms = int(timeout_s * 1000)  # an unreachable URL fails instead of hanging
             self._cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG,
                                          [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        else:  # a file, or a device such as /dev/video0
+            self.name, what = _stream_name(source), f"video {source}"
+            self._cap = cv2.VideoCapture(source)
         if not self._cap.isOpened():
             raise VideoSourceError(f"cannot open {what}")
         fps = self._cap.get(cv2.CAP_PROP_FPS)
@@ -205,8 +208,8 @@ def open_stream(source, timeout_s: float = 10.0) -> FrameStream:
                 return SequenceStream(FolderFrames(path), name=path.name or "frames")
             except ValueError as exc:
                 raise VideoSourceError(str(exc)) from None
-        if path.is_file():
-            return CaptureStream(str(path), timeout_s)
+        if path.exists():
+            return CaptureStream(str(path))
         raise VideoSourceError(f"no such video file, frame folder, camera or URL: {source}")
     if isinstance(source, (list, tuple)) or (isinstance(source, np.ndarray) and source.ndim == 4):
         if len(source) == 0:

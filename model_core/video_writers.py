@@ -40,7 +40,7 @@ def pad_to_even(image: np.ndarray) -> np.ndarray:
     return cv2.copyMakeBorder(image, 0, h % 2, 0, w % 2, cv2.BORDER_CONSTANT, value=(0, 0, 0))
 
 
-class VideoWriter:
+class Mp4Writer:
     """RGB frames in, an mp4 out; the size is set by the first frame. `backend`: auto, pyav or opencv."""
 
     def __init__(self, path: str | Path, fps: float = 30.0, backend: str = "auto") -> None:
@@ -65,7 +65,8 @@ class VideoWriter:
             self._size = image.shape[:2]
             self._open(*pad_to_even(image).shape[:2])
         elif image.shape[:2] != self._size:
-            raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]}, the video is {self._size[1]}x{self._size[0]}")
+            h, w = self._size
+            raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]}, the video is {w}x{h}")
         image = pad_to_even(np.ascontiguousarray(image, dtype=np.uint8))
         if self.backend == "pyav":
             import av
@@ -103,7 +104,7 @@ class VideoWriter:
             self._out.release()
         self._out = None
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> Mp4Writer:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -104,38 +104,49 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _track_prompts(args: argparse.Namespace) -> list:
+    """`track`'s prompts: those of --prompts FILE, then --point/--box for --obj-id on --frame."""
+    from model_core.track_prompts import PromptError, load_prompts, parse_prompt
+
+    prompts = load_prompts(args.prompts) if args.prompts else []
+    if args.point or args.box:
+        entry = {"frame": args.frame or 0, "obj_id": 1 if args.obj_id is None else args.obj_id,
+                 "points": [[x, y] for x, y, _ in args.point], "labels": [lab for _, _, lab in args.point]}
+        if args.box:
+            entry["box"] = list(args.box)
+        prompts.append(parse_prompt(entry, "--point/--box"))
+    elif args.frame is not None or args.obj_id is not None:
+        raise PromptError("--frame and --obj-id go with --point or --box")
+    if not prompts and not args.everything:
+        raise PromptError("nothing to track: give --point X,Y[,LABEL] and/or --box X0,Y0,X1,Y1, "
+                          "--prompts FILE.json, or --everything")
+    return prompts
+
+
 def cmd_track(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
     from tqdm import tqdm
 
-    from model_core import VideoTracker, build_model
+    from model_core import VideoTracker, build_model, get_config
     from model_core.mask_lines import MaskLinesWriter
     from model_core.mask_overlay import draw_tracks
     from model_core.precision import parse_dtype
-    from model_core.track_prompts import PromptError, load_prompts, parse_prompt
+    from model_core.track_prompts import PromptError
     from model_core.track_video import EverythingParams, track_video
     from model_core.video_io import VideoSourceError, open_stream
-    from model_core.video_writers import VideoWriter, pyav_h264_encoder
+    from model_core.video_writers import Mp4Writer, pyav_h264_encoder
+    from model_core.weights import CheckpointError
 
-    try:
-        prompts = load_prompts(args.prompts) if args.prompts else []
-        if args.point or args.box:
-            entry = {"frame": args.frame or 0, "obj_id": 1 if args.obj_id is None else args.obj_id,
-                     "points": [[x, y] for x, y, _ in args.point], "labels": [lab for _, _, lab in args.point]}
-            if args.box:
-                entry["box"] = list(args.box)
-            prompts.append(parse_prompt(entry, "--point/--box"))
-        elif args.frame is not None or args.obj_id is not None:
-            raise PromptError("--frame and --obj-id go with --point or --box")
-        if not prompts and not args.everything:
-            raise PromptError("nothing to track: give --point X,Y[,LABEL] and/or --box X0,Y0,X1,Y1, "
-                              "--prompts FILE.json, or --everything")
+    try:  # everything that can be checked before the model loads
+        prompts = _track_prompts(args)
+        dtype = parse_dtype(args.dtype)
+        get_config(args.model, args.image_size)
         if args.writer == "pyav" and not args.no_overlay and pyav_h264_encoder() is None:
-            raise VideoSourceError("--writer pyav: PyAV with an H.264 encoder is not installed "
-                                   "(pip install 'sam2-service[video]')")
+            raise ValueError("--writer pyav: PyAV with an H.264 encoder is not installed "
+                             "(pip install 'sam2-service[video]')")
         stream = open_stream(args.source)
-    except (PromptError, VideoSourceError) as exc:
+    except ValueError as exc:  # PromptError and VideoSourceError among them
         print(f"error: {exc}", file=sys.stderr)
         return 2
     everything = None
@@ -145,8 +156,13 @@ def cmd_track(args: argparse.Namespace) -> int:
     if args.weights == "random":
         print("WARNING: --weights random builds an UNTRAINED model; the masks are meaningless "
               "(a smoke run only).", file=sys.stderr)
-    model = build_model(args.model, weights=args.weights, device=args.device, image_size=args.image_size)
-    tracker = VideoTracker(model, dtype=parse_dtype(args.dtype))
+    try:
+        model = build_model(args.model, weights=args.weights, device=args.device, image_size=args.image_size)
+    except CheckpointError as exc:
+        stream.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    tracker = VideoTracker(model, dtype=dtype)
 
     out_dir = Path(args.out_dir)
     masks_path = out_dir / f"{stream.name}_masks.jsonl"
@@ -161,8 +177,8 @@ def cmd_track(args: argparse.Namespace) -> int:
                     out_dir.mkdir(parents=True, exist_ok=True)
                     lines = outputs.enter_context(MaskLinesWriter(masks_path))
                     if video_path is not None:
-                        video = outputs.enter_context(VideoWriter(video_path, args.fps or stream.fps or 30.0,
-                                                                  args.writer))
+                        video = outputs.enter_context(Mp4Writer(video_path, args.fps or stream.fps or 30.0,
+                                                                args.writer))
                 lines.write(tracked.result)
                 if video is not None:
                     video.write(draw_tracks(tracked.image, tracked.result))
@@ -278,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     trk = sub.add_parser("track", help="track objects through a video file, frame folder, camera or stream URL; "
                                        "writes masks (COCO RLE, JSON lines) and an overlay mp4")
-    trk.add_argument("source", help="video file, folder of JPEG frames, camera index (0, 1, ...) or URL (rtsp://, http://)")
+    trk.add_argument("source",
+                     help="video file, folder of JPEG frames, camera index (0, 1, ...) or URL (rtsp://, http://)")
     trk.add_argument("--point", type=_click, action="append", default=[], metavar="X,Y[,LABEL]",
                      help="a click in pixels; LABEL 1 object (default), 0 background; repeat for more clicks")
     trk.add_argument("--box", type=_box, metavar="X0,Y0,X1,Y1", help="a box in pixels")

@@ -15,7 +15,7 @@ from model_core.track_prompts import PromptError, load_prompts
 from model_core.track_video import EverythingParams, track_video
 from model_core.video_io import VideoSourceError, open_stream
 from model_core.video_tracker import VideoTracker
-from model_core.video_writers import VideoWriter
+from model_core.video_writers import Mp4Writer
 from tests.fixtures import synthetic_clip
 from tests.model_core.video_fixtures import tracking_model
 
@@ -97,7 +97,7 @@ def test_overlay_video_of_a_jpeg_folder_has_every_frame_at_its_size(tracker, cli
 
     folder = write_folder(clip, tmp_path / "frames")
     drawn = []
-    with VideoWriter(tmp_path / "overlay.mp4", fps=10, backend=backend) as writer:
+    with Mp4Writer(tmp_path / "overlay.mp4", fps=10, backend=backend) as writer:
         for tracked in track_video(tracker, folder, [DISC]):
             drawn.append(draw_tracks(tracked.image, tracked.result))
             writer.write(drawn[-1])
@@ -113,7 +113,7 @@ def test_overlay_video_of_a_jpeg_folder_has_every_frame_at_its_size(tracker, cli
 @pytest.mark.parametrize("backend", ["pyav", "opencv"])
 def test_writers_pad_odd_sizes_to_even_instead_of_cropping(tmp_path, backend):
     frames = synthetic_clip(3, 65, 97)
-    with VideoWriter(tmp_path / "odd.mp4", fps=5, backend=backend) as writer:
+    with Mp4Writer(tmp_path / "odd.mp4", fps=5, backend=backend) as writer:
         for f in frames:
             writer.write(f)
     back = decode_all(tmp_path / "odd.mp4")

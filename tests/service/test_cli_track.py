@@ -100,6 +100,9 @@ def test_everything_tracks_one_object_per_automatic_mask(mp4, tmp_path, capsys):
     (["{mp4}", "--prompts", "{tmp}/none.json"], "error: no such prompts file"),
     (["{mp4}", "--box", "50,40,10,10"], "error: --point/--box: box must have x0 < x1 and y0 < y1"),
     (["{mp4}", "--obj-id", "2"], "error: --frame and --obj-id go with --point or --box"),
+    (["{mp4}", "--point", "1,1", "--model", "sam3"], "error: unknown model name 'sam3'"),
+    (["{mp4}", "--point", "1,1", "--dtype", "fp8"], "error: unknown dtype 'fp8'"),
+    (["http://127.0.0.1:9/video.mjpg", "--point", "1,1"], "error: cannot open stream http://127.0.0.1:9/video.mjpg"),
 ])
 def test_bad_input_exits_2_with_the_reason_and_writes_nothing(mp4, tmp_path, capsys, args, message):
     args = [a.format(mp4=mp4, tmp=tmp_path) for a in args]
@@ -108,6 +111,23 @@ def test_bad_input_exits_2_with_the_reason_and_writes_nothing(mp4, tmp_path, cap
     err = capsys.readouterr().err
     assert message in err
     assert not out.exists()
+
+
+def test_ctrl_c_leaves_complete_outputs_up_to_the_last_frame(mp4, tmp_path, capsys, monkeypatch):
+    """A camera runs until Ctrl-C: the masks and the overlay then hold every frame tracked so far."""
+    track = VideoTracker.track
+
+    def interrupted_at_frame_3(self, state, frame):
+        if state.frame_idx == 3:
+            raise KeyboardInterrupt
+        return track(self, state, frame)
+
+    monkeypatch.setattr(VideoTracker, "track", interrupted_at_frame_3)
+    assert main(["track", str(mp4), "--point", "40,48", "-o", str(tmp_path), *RANDOM]) == 130
+    captured = capsys.readouterr()
+    assert "interrupted: the outputs hold frames 0..2" in captured.err and captured.out.startswith("3 frames")
+    assert [r["frame"] for r in read_mask_lines(tmp_path / "clip_masks.jsonl")] == [0, 1, 2]
+    assert len(decode_all(tmp_path / "clip_overlay.mp4")) == 3
 
 
 @pytest.mark.parametrize("point", ["40", "40,48,2", "a,b"])
