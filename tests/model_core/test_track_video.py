@@ -1,5 +1,6 @@
 """track_video: a video file, frame folder or stream tracked end to end, its masks as JSON lines and an overlay mp4."""
 
+import functools
 import http.server
 import threading
 
@@ -133,6 +134,8 @@ def test_frames_are_read_one_at_a_time(tracker, clip):
     for tracked in track_video(tracker, camera(), [DISC]):
         assert len(pulled) == tracked.frame_idx + 1
     assert len(pulled) == N
+    pulled.clear()
+    assert len(list(track_video(tracker, camera(), [DISC], max_frames=3))) == 3 and len(pulled) == 3
 
 
 def test_everything_seeds_one_object_per_automatic_mask(tracker, clip):
@@ -185,6 +188,23 @@ def test_a_camera_stream_without_length_is_tracked_frame_by_frame(tracker, mjpeg
     for tracked in got:  # each frame tracked is the one sent at its index (FFmpeg's JPEG decoder, not libjpeg's)
         nearest = np.argmin([np.abs(tracked.image.astype(int) - s).mean() for s in sent])
         assert nearest == tracked.frame_idx and tracked.result.objects[0].mask.any()
+
+
+def test_an_mp4_by_url_reads_as_the_file_does(clip, tmp_path):
+    video = write_mp4(clip, tmp_path / "clip.mp4")
+    class Files(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Files, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with open_stream(f"http://127.0.0.1:{server.server_address[1]}/clip.mp4") as stream:
+            assert (stream.name, stream.num_frames, stream.fps) == ("clip", N, 10)
+            frames = list(stream)
+    finally:
+        server.shutdown()
+    assert len(frames) == N and all(np.array_equal(a, b) for a, b in zip(frames, decode_all(video)))
 
 
 def test_prompts_file_of_two_objects(tmp_path):
