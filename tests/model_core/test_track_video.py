@@ -12,7 +12,7 @@ from model_core.automatic_mask_generator import AutomaticMaskGenerator
 from model_core.mask_lines import MaskLinesWriter, read_mask_lines
 from model_core.mask_ops import decode_rle
 from model_core.mask_overlay import draw_tracks
-from model_core.track_prompts import PromptError, load_prompts
+from model_core.track_prompts import PromptError, load_prompts, merge_by_frame, parse_prompt
 from model_core.track_video import EverythingParams, track_video
 from model_core.video_io import VideoSourceError, open_stream
 from model_core.video_tracker import VideoTracker
@@ -122,6 +122,15 @@ def test_writers_pad_odd_sizes_to_even_instead_of_cropping(tmp_path, backend):
     assert np.abs(back[1][:65, :97].astype(int) - frames[1]).mean() < 10
 
 
+def test_without_pyav_the_writer_falls_back_to_opencv(tmp_path, monkeypatch):
+    monkeypatch.setattr("model_core.video_writers.pyav_h264_encoder", lambda: None)
+    with Mp4Writer(tmp_path / "a.mp4", fps=5) as writer:
+        writer.write(np.zeros((64, 96, 3), np.uint8))
+    assert (writer.backend, writer.codec, len(decode_all(tmp_path / "a.mp4"))) == ("opencv", "mp4v", 1)
+    with pytest.raises(RuntimeError, match=r"pip install 'sam2-service\[video\]'"):
+        Mp4Writer(tmp_path / "b.mp4", backend="pyav")
+
+
 def test_frames_are_read_one_at_a_time(tracker, clip):
     """Any iterable of frames works, with no length; nothing is read ahead of the frame being tracked."""
     pulled = []
@@ -215,6 +224,18 @@ def test_prompts_file_of_two_objects(tmp_path):
     assert (first.frame, first.obj_id, first.points, first.labels) == (0, 1, ((40, 48), (60, 40)), (1, 0))
     assert (second.frame, second.obj_id, second.box, second.points) == (3, 2, (90, 20, 130, 60), ())
     assert (default.frame, default.obj_id, default.labels) == (0, 1, (1,))
+
+
+def test_entries_for_one_object_and_frame_merge_into_one_prompt():
+    prompts = [parse_prompt(e) for e in (
+        {"frame": 0, "obj_id": 1, "points": [[40, 48]]}, {"frame": 0, "obj_id": 2, "box": [90, 20, 130, 60]},
+        {"frame": 0, "obj_id": 1, "points": [[60, 40]], "labels": [0], "box": [10, 10, 80, 80]},
+        {"frame": 4, "obj_id": 1, "points": [[50, 50]]})]
+    plan = merge_by_frame(prompts)
+    assert sorted(plan) == [0, 4] and [p.obj_id for p in plan[0]] == [1, 2]
+    assert plan[0][0].tracker_kwargs() == {"points": [[40, 48], [60, 40]], "labels": [1, 0], "box": [10, 10, 80, 80]}
+    with pytest.raises(PromptError, match="one box per object and frame"):
+        merge_by_frame(prompts + [parse_prompt({"frame": 0, "obj_id": 2, "box": [1, 1, 5, 5]})])
 
 
 @pytest.mark.parametrize("text, message", [
