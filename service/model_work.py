@@ -11,7 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model_core import AutomaticMaskGenerator, ImageFeatures, ImagePredictor, SAM2Model, build_model, get_config
+from model_core import (
+    AutomaticMaskGenerator, ImageFeatures, ImagePredictor, SAM2Model, VideoTracker, build_model, get_config,
+)
+from model_core.compiled import CompileConfig, compile_model
 from model_core.mask_ops import masks_to_boxes
 from model_core.precision import autocast, default_dtype, dtype_name, parse_dtype
 from model_core.transforms import preprocess, upscale_masks
@@ -133,16 +136,47 @@ class ModelWork:
                                      sha256=s.weights_sha256)
         if self.device.type == "cuda":  # process-wide; the service owns its process
             torch.backends.cuda.enable_cudnn_sdp(s.cudnn_attention)
+        if s.compile != "off":
+            compile_model(self.model, CompileConfig(s.compile, buckets=self.batch_buckets))
         self.predictor = ImagePredictor(self.model, dtype=self.dtype)
         cfg = self.model.cfg
         self.metrics.model_info.labels(cfg.name, str(self.device), self.dtype_name, str(cfg.image_size)).set(1)
-        if s.warmup:
+        if s.warmup or s.compile != "off":  # compiled graphs are built here, before /readyz says ready
             t0 = time.perf_counter()
-            rgb = np.full((64, 64, 3), 127, dtype=np.uint8)
-            feats = self.encode_pixels([self.prepare(rgb)])
-            group = ObjectGroup([0], np.array([[[32.0, 32.0]]]), np.array([[1]]), None, None)
-            self.decode(feats[0], (64, 64), group, True)
-            log.info("warm-up took %.2f s", time.perf_counter() - t0)
+            self.warm_up(full=s.compile != "off")
+            log.info("warm-up%s took %.2f s", " (compiling)" if s.compile != "off" else "", time.perf_counter() - t0)
+
+    @property
+    def batch_buckets(self) -> tuple[int, ...]:
+        """Encoder batch sizes a compiled encoder has graphs for: powers of two up to the largest batch."""
+        top = self.settings.max_batch or (8 if self.device.type == "cuda" else 1)
+        sizes = [1 << i for i in range(top.bit_length()) if 1 << i < top]
+        return (*sizes, top)
+
+    def warm_up(self, full: bool) -> None:
+        """One encode and decode; `full`: every encoder batch bucket, the decoder's usual prompt shapes, and a
+        tracking session into its steady state (memory full), so that no request waits for a compile."""
+        rgb = np.full((64, 64, 3), 127, dtype=np.uint8)
+        pixels = self.prepare(rgb)
+        feats = self.encode_pixels([pixels])
+        click = ObjectGroup([0], np.array([[[32.0, 32.0]]]), np.array([[1]]), None, None)
+        self.decode(feats[0], (64, 64), click, True)
+        if not full:
+            return
+        for n in self.batch_buckets[1:]:
+            self.encode_pixels([pixels] * n)
+        two = ObjectGroup([0, 1], np.array([[[20.0, 20.0], [40.0, 40.0]]] * 2), np.array([[1, 0]] * 2), None, None)
+        box = ObjectGroup([0], None, None, np.array([[8.0, 8.0, 56.0, 56.0]]), None)
+        for group in (two, box):
+            for multimask in (True, False):
+                self.decode(feats[0], (64, 64), group, multimask)
+        tracker = VideoTracker(self.model, dtype=self.dtype)
+        for objects in (1, 2):  # more objects per step compile once more on first use (one graph per bucket)
+            state = tracker.new_state(64, 64)
+            for obj_id in range(objects):
+                tracker.add_prompt(state, obj_id=obj_id, points=[[16 + 32 * obj_id, 32]], labels=[1])
+            for _ in range(self.model.cfg.num_maskmem + 2):
+                tracker.track(state, rgb)
 
     def encode(self, images: list[ImageInput]) -> None:
         """Give every image its features: from the cache if another job just made them, else one encoder call

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         False, description="on CUDA, let attention use cuDNN's kernels; off: flash / memory-efficient ones, whose "
         "lower per-call CPU cost gave 1.7x tracking frames/s on an H200 (README, GPU)"
     )
+    compile: Literal["off", "default", "max-autotune", "reduce-overhead"] = Field(
+        "off", description="torch.compile the image encoder, memory encoder, memory attention and mask decoder; "
+        "encoder batches padded to power-of-two buckets; graphs built by the warm-up before /readyz reports ready; "
+        "reduce-overhead adds CUDA graphs"
+    )
     warmup: bool = Field(True, description="run one encode + decode before /readyz reports ready")
     worker_stall_seconds: float = Field(
         120.0, gt=0, description="/healthz fails once the model worker has not come back for this long (a hung device)"

@@ -71,13 +71,16 @@ class RoPEAttention(Attention):
     def _rotations(self, n: int, reps: int, device: torch.device) -> torch.Tensor:
         """Unit complex rotations for a square grid of n tokens, tiled `reps` times: (reps * n, D / 2)."""
         key = (n, reps, str(device))
-        if key not in self._angles:
-            side = int(round(n**0.5))
-            if side * side != n:
-                raise ValueError(f"RoPE attention needs a square token grid, got {n} tokens")
-            ang = axial_rope_angles(self._head_dim, side, side, self.rope_theta).to(device)
-            self._angles[key] = torch.polar(torch.ones_like(ang), ang).repeat(reps, 1)
-        return self._angles[key]
+        if key in self._angles:
+            return self._angles[key]
+        side = int(round(n**0.5))
+        if side * side != n:
+            raise ValueError(f"RoPE attention needs a square token grid, got {n} tokens")
+        ang = axial_rope_angles(self._head_dim, side, side, self.rope_theta).to(device)
+        rotations = torch.polar(torch.ones_like(ang), ang).repeat(reps, 1)
+        if not torch.compiler.is_compiling():  # compiled: part of the graph, so memory lengths share one graph
+            self._angles[key] = rotations
+        return rotations
 
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0

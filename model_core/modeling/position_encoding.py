@@ -24,21 +24,24 @@ class SinePositionEncoding(nn.Module):
 
     def _grid(self, h: int, w: int, device: torch.device) -> torch.Tensor:
         key = (h, w, str(device))
-        if key not in self._cache:
-            eps, scale = 1e-6, 2 * math.pi
-            ys = torch.arange(1, h + 1, dtype=torch.float32, device=device) / (h + eps) * scale
-            xs = torch.arange(1, w + 1, dtype=torch.float32, device=device) / (w + eps) * scale
-            k = torch.arange(self.half, dtype=torch.float32, device=device)
-            freqs = self.temperature ** (2 * torch.div(k, 2, rounding_mode="floor") / self.half)
+        if key in self._cache:
+            return self._cache[key]
+        eps, scale = 1e-6, 2 * math.pi
+        ys = torch.arange(1, h + 1, dtype=torch.float32, device=device) / (h + eps) * scale
+        xs = torch.arange(1, w + 1, dtype=torch.float32, device=device) / (w + eps) * scale
+        k = torch.arange(self.half, dtype=torch.float32, device=device)
+        freqs = self.temperature ** (2 * torch.div(k, 2, rounding_mode="floor") / self.half)
 
-            def encode(t: torch.Tensor) -> torch.Tensor:  # (L,) -> (L, half), sin/cos interleaved
-                a = t[:, None] / freqs
-                return torch.stack((a[:, 0::2].sin(), a[:, 1::2].cos()), dim=2).flatten(1)
+        def encode(t: torch.Tensor) -> torch.Tensor:  # (L,) -> (L, half), sin/cos interleaved
+            a = t[:, None] / freqs
+            return torch.stack((a[:, 0::2].sin(), a[:, 1::2].cos()), dim=2).flatten(1)
 
-            ey = encode(ys)[:, None, :].expand(h, w, self.half)
-            ex = encode(xs)[None, :, :].expand(h, w, self.half)
-            self._cache[key] = torch.cat((ey, ex), dim=2).permute(2, 0, 1).contiguous()  # (C, H, W)
-        return self._cache[key]
+        ey = encode(ys)[:, None, :].expand(h, w, self.half)
+        ex = encode(xs)[None, :, :].expand(h, w, self.half)
+        grid = torch.cat((ey, ex), dim=2).permute(2, 0, 1).contiguous()  # (C, H, W)
+        if not torch.compiler.is_compiling():  # compiled: a constant of the graph (a cache would be a guard)
+            self._cache[key] = grid
+        return grid
 
     @torch.no_grad()
     def forward(self, fmap: torch.Tensor) -> torch.Tensor:

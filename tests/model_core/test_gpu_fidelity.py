@@ -7,6 +7,7 @@ the CPU (SAM2_TEST_DEVICE=cpu, tiny model, small size) so that they never rot.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from model_core import ImagePredictor
+from model_core.compiled import CompileConfig, compile_model
 from model_core.precision import parse_dtype
 from model_core.video_tracker import VideoTracker
 from tests.fixtures import synthetic_clip, synthetic_image
@@ -120,22 +122,22 @@ def test_autocast_tracking_masks_match_fp32(name, dtype):
 
 
 @pytest.mark.skipif(not DEVICE.startswith("cuda"), reason="compiling takes minutes on a CPU")
-@pytest.mark.parametrize("name", MODELS[:1])
-def test_compiled_image_encoder_keeps_masks(name):
-    """torch.compile of the image encoder (the SAM2_COMPILE path) keeps the eager masks."""
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_model_keeps_masks(mode):
+    """SAM2_COMPILE's compile_model (encoders, memory attention, decoder; CUDA graphs with reduce-overhead)
+    keeps the eager masks, image and video."""
+    name = MODELS[0]
     _, ours = pair(name)
+    compiled = compile_model(copy.deepcopy(ours), CompileConfig(mode))
+    dtype = parse_dtype("fp16")
     image = synthetic_image(768, 1024)
-    dtype = parse_dtype("fp16" if DEVICE.startswith("cuda") else "fp32")
-    eager = ImagePredictor(ours, dtype=dtype)
+    eager, fast = ImagePredictor(ours, dtype=dtype), ImagePredictor(compiled, dtype=dtype)
     eager.set_image(image)
-    expected = [eager.predict(**_scaled(p, 1024, 768))[0][0] for p in PROMPTS]
-    encoder = ours.image_encoder
-    original = encoder.forward
-    try:
-        encoder.forward = torch.compile(original, dynamic=False)
-        compiled = ImagePredictor(ours, dtype=dtype)
-        compiled.set_image(image)
-        for p, e in zip(PROMPTS, expected):
-            assert iou(e, compiled.predict(**_scaled(p, 1024, 768))[0][0]) >= 0.99, f"{name} {p}"
-    finally:
-        encoder.forward = original
+    fast.set_image(image)
+    for p in PROMPTS:
+        e, g = eager.predict(**_scaled(p, 1024, 768))[0][0], fast.predict(**_scaled(p, 1024, 768))[0][0]
+        assert iou(e, g) >= 0.99, f"{name} {mode} {p}"
+    frames = synthetic_clip(10, 240, 320)
+    for i, (e, g) in enumerate(zip(_track(ours, dtype, frames), _track(compiled, dtype, frames))):
+        for obj in e:
+            assert iou(e[obj], g[obj]) >= 0.99, f"{name} {mode} frame {i} object {obj}"

@@ -1,0 +1,95 @@
+"""SAM2_COMPILE's compile_model: same masks, and a bounded number of graphs whatever the traffic.
+
+Inductor's code generation takes minutes on 2 CPU cores, so these tests trace with the "eager" backend:
+TorchDynamo captures and guards exactly the graphs inductor would compile (what recompiles is decided
+there), and runs them eagerly. Compiled numerics on CUDA are checked by test_gpu_fidelity (bench/gpu_check.sh).
+"""
+
+import numpy as np
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from model_core import ImagePredictor, VideoTracker, build_model
+from model_core.compiled import CompileConfig, bucket_for, compile_model, pad_batch
+from tests.fixtures import make_image, synthetic_clip
+
+SIZE = 128
+
+
+def graphs() -> int:
+    return counters["stats"]["unique_graphs"]
+
+
+@pytest.fixture
+def models():
+    """An eager model and a compiled copy with the same random weights."""
+    torch._dynamo.reset()
+    counters.clear()
+    eager = build_model("sam2.1_t", weights="random", image_size=SIZE)
+    compiled = build_model("sam2.1_t", weights="random", image_size=SIZE)
+    compiled.load_state_dict(eager.state_dict())
+    return eager, compile_model(compiled, CompileConfig("default", buckets=(1, 2, 4), backend="eager"))
+
+
+def test_batches_are_padded_to_buckets():
+    assert [bucket_for(n, (1, 2, 4, 8)) for n in (1, 2, 3, 5, 8, 9, 17)] == [1, 2, 4, 8, 8, 16, 24]
+    x = torch.ones(3, 2)
+    assert pad_batch(x, 4).tolist() == [[1, 1], [1, 1], [1, 1], [0, 0]]
+    with pytest.raises(ValueError, match="compile mode"):
+        CompileConfig("fast")
+    with pytest.raises(ValueError, match="increasing"):
+        CompileConfig(buckets=(4, 2))
+
+
+def test_encoder_batches_of_any_size_use_one_graph_per_bucket(models):
+    eager, compiled = models
+    x = torch.randn(4, 3, SIZE, SIZE)
+    with torch.inference_mode():
+        for n in (1, 2, 3, 4):
+            compiled.image_features(x[:n])
+        before = graphs()
+        for n in (3, 1, 4, 2, 3):  # every bucket seen: nothing new to build
+            got, want = compiled.image_features(x[:n]), eager.image_features(x[:n])
+            assert got.image_embed.shape[0] == n
+            torch.testing.assert_close(got.image_embed, want.image_embed, atol=1e-4, rtol=1e-4)
+    assert graphs() == before
+
+
+def test_clicks_give_the_eager_masks_and_stop_recompiling(models):
+    eager, compiled = models
+    image = make_image()
+    predictors = [ImagePredictor(m) for m in (eager, compiled)]
+    for p in predictors:
+        p.set_image(image)
+    rng = np.random.default_rng(0)
+    for round_ in range(2):
+        if round_ == 1:
+            before = graphs()
+        for k in (1, 2, 3, 5):  # point counts vary: the decoder's graph turns dynamic in that dimension
+            coords, labels = rng.uniform(5, 90, (k, 2)), np.ones(k)
+            (want, ws, _), (got, gs, _) = (p.predict(point_coords=coords, point_labels=labels) for p in predictors)
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_allclose(gs, ws, atol=1e-5)
+    assert graphs() == before
+
+
+def test_tracking_gives_the_eager_masks_and_reaches_a_steady_state(models):
+    eager, compiled = models
+    clip = synthetic_clip(14, 96, 160)
+    runs = []
+    for model in (eager, compiled):
+        tracker = VideoTracker(model)
+        state = tracker.new_state(96, 160)
+        tracker.add_prompt(state, obj_id=1, points=[[40, 48]], labels=[1])
+        tracker.add_prompt(state, obj_id=2, box=[90, 10, 130, 50])
+        masks = []
+        for i, frame in enumerate(clip):
+            if model is compiled and i == 10:
+                steady = graphs()  # memory bank full (7 frames) and pointers growing: shapes settled
+            masks.append([o.mask for o in tracker.track(state, frame).objects])
+        runs.append(masks)
+    for want, got in zip(*runs):
+        for w, g in zip(want, got):
+            np.testing.assert_array_equal(g, w)
+    assert graphs() == steady
