@@ -1,0 +1,336 @@
+"""auto_annotate: boxes from a YOLO detector, a COCO JSON or a YOLO labels folder prompt SAM 2; masks become labels.
+
+Every check compares what was written with ImagePredictor's masks for the same boxes, read back the way
+Ultralytics (YOLO-seg labels) and pycocotools (COCO JSON) read them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from model_core import ImagePredictor, build_model
+from model_core.annotate import auto_annotate, mask_to_polygon, polygon_to_mask
+from tests.fixtures import make_image, no_internet
+
+SIZES = {"street.png": (96, 144), "field.jpg": (120, 90), "empty.png": (96, 144)}  # file -> (H, W)
+BOXES = {  # file -> [(class id, xyxy pixel box)]
+    "street.png": [(3, [10, 10, 80, 70]), (7, [60, 20, 140, 90])],
+    "field.jpg": [(3, [5, 30, 60, 110])],
+}
+NAMES = {3: "car", 7: "person"}
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    """SAM 2.1 tiny with seeded random weights at 128 px: the masks are meaningless but deterministic."""
+    return ImagePredictor(build_model("sam2.1_t", weights="random", image_size=128))
+
+
+@pytest.fixture
+def images(tmp_path):
+    """A folder of three images of two sizes (one will have no boxes)."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, (name, (h, w)) in enumerate(SIZES.items()):
+        cv2.imwrite(str(folder / name), cv2.cvtColor(make_image(h, w, seed=i), cv2.COLOR_RGB2BGR))
+    return folder
+
+
+@pytest.fixture
+def coco_boxes(tmp_path):
+    """The boxes as a COCO instances JSON, the way a team's own detector would export them."""
+    images = [{"id": i, "file_name": name, "height": h, "width": w} for i, (name, (h, w)) in enumerate(SIZES.items())]
+    ids = {img["file_name"]: img["id"] for img in images}
+    anns = []
+    for name, rows in BOXES.items():
+        for c, (x0, y0, x1, y1) in rows:
+            anns.append({"id": len(anns) + 1, "image_id": ids[name], "category_id": c,
+                         "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
+    path = tmp_path / "detections.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns,
+                                "categories": [{"id": k, "name": v} for k, v in NAMES.items()]}))
+    return path
+
+
+@pytest.fixture
+def yolo_boxes(tmp_path):
+    """The boxes as a folder of YOLO detection labels (`class cx cy w h`, normalised)."""
+    folder = tmp_path / "det_labels"
+    folder.mkdir()
+    for name, rows in BOXES.items():
+        h, w = SIZES[name]
+        lines = [f"{c} {(x0 + x1) / 2 / w!r} {(y0 + y1) / 2 / h!r} {(x1 - x0) / w!r} {(y1 - y0) / h!r}"
+                 for c, (x0, y0, x1, y1) in rows]
+        (folder / f"{Path(name).stem}.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def predictor_masks(predictor, image_path: Path, boxes) -> np.ndarray:
+    """What ImagePredictor gives for these boxes on this image, all at once: (N, H, W) bool."""
+    rgb = cv2.cvtColor(cv2.imread(str(image_path)), cv2.COLOR_BGR2RGB)
+    predictor.set_image(rgb)
+    masks, _, _ = predictor.predict(box=np.asarray(boxes, dtype=np.float32), multimask_output=False)
+    return masks.reshape(-1, *rgb.shape[:2]) > 0
+
+
+def read_label(path: Path, hw) -> list[tuple[int, np.ndarray]]:
+    """A YOLO-seg label file -> [(class id, (K, 2) pixel points)]."""
+    h, w = hw
+    rows = []
+    for line in path.read_text().splitlines():
+        values = line.split()
+        rows.append((int(values[0]), np.array(values[1:], dtype=np.float64).reshape(-1, 2) * [w, h]))
+    return rows
+
+
+def assert_label_is(path: Path, hw, class_ids, masks) -> None:
+    """Row i is class_ids[i] and the polygon of masks[i]: to the 6 written decimals, and covering every mask pixel."""
+    rows = read_label(path, hw)
+    assert [c for c, _ in rows] == list(class_ids)
+    for (_, points), mask in zip(rows, masks):
+        expected = mask_to_polygon(mask)
+        assert points.shape == expected.shape
+        assert np.abs(points - expected).max() <= 1e-6 * max(hw)
+        assert not (mask & ~polygon_to_mask(points, *hw)).any()
+
+
+# ---- YOLO-segmentation labels from boxes the user already has ----------------------------------------------------
+
+def test_coco_json_boxes_give_the_predictor_masks_as_yolo_polygons(images, coco_boxes, predictor, tmp_path):
+    summary = auto_annotate(images, sam_model=predictor, boxes=coco_boxes, output_dir=tmp_path / "labels")
+    assert (summary.images, summary.annotated, summary.no_boxes, summary.masks) == (3, 2, 1, 3)
+    assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == ["field.txt", "street.txt"]  # none for empty
+    for name, rows in BOXES.items():
+        masks = predictor_masks(predictor, images / name, [b for _, b in rows])
+        assert_label_is(tmp_path / "labels" / f"{Path(name).stem}.txt", SIZES[name], [c for c, _ in rows], masks)
+
+
+def test_a_yolo_labels_folder_gives_the_same_labels(images, coco_boxes, yolo_boxes, predictor, tmp_path):
+    auto_annotate(images, sam_model=predictor, boxes=coco_boxes, output_dir=tmp_path / "from_coco")
+    auto_annotate(images, sam_model=predictor, boxes=yolo_boxes, output_dir=tmp_path / "from_yolo")
+    for stem in ("street", "field"):
+        hw = SIZES[next(n for n in SIZES if n.startswith(stem))]
+        a, b = read_label(tmp_path / "from_coco" / f"{stem}.txt", hw), read_label(tmp_path / "from_yolo" / f"{stem}.txt", hw)
+        assert [c for c, _ in a] == [c for c, _ in b]
+        for (_, pa), (_, pb) in zip(a, b):  # boxes read back from normalised floats: the same masks, to a pixel or so
+            ma, mb = polygon_to_mask(pa, *hw), polygon_to_mask(pb, *hw)
+            assert (ma & mb).sum() / (ma | mb).sum() >= 0.98
+
+
+def test_ultralytics_own_reader_accepts_our_labels(images, coco_boxes, predictor, tmp_path):
+    verify_image_label = pytest.importorskip("ultralytics.data.utils").verify_image_label
+    auto_annotate(images, sam_model=predictor, boxes=coco_boxes, output_dir=tmp_path / "labels")
+    for name, rows in BOXES.items():
+        label = tmp_path / "labels" / f"{Path(name).stem}.txt"
+        _, lb, shape, segments, _, missing, found, empty, corrupt, msg = verify_image_label(
+            (str(images / name), str(label), "", False, 80, 0, 0, False))
+        assert (missing, found, empty, corrupt) == (0, 1, 0, 0), msg
+        assert tuple(shape) == SIZES[name] and len(segments) == len(rows)
+        assert lb[:, 0].astype(int).tolist() == [c for c, _ in rows]
+
+
+def test_default_output_is_a_sibling_folder_named_like_ultralytics(images, coco_boxes, predictor):
+    summary = auto_annotate(images, sam_model=predictor, boxes=coco_boxes, progress=False)
+    assert summary.output == images.parent / "images_auto_annotate_labels"
+    assert (summary.output / "street.txt").is_file()
+
+
+def test_classes_keeps_only_those_class_ids(images, coco_boxes, predictor, tmp_path):
+    summary = auto_annotate(images, sam_model=predictor, boxes=coco_boxes, classes=[7], output_dir=tmp_path / "l")
+    assert [p.name for p in (tmp_path / "l").iterdir()] == ["street.txt"]  # field.jpg has only a class-3 box
+    masks = predictor_masks(predictor, images / "street.png", [BOXES["street.png"][1][1]])
+    assert_label_is(tmp_path / "l" / "street.txt", SIZES["street.png"], [7], masks)
+    assert (summary.annotated, summary.no_boxes) == (1, 2)
+
+
+# ---- COCO output --------------------------------------------------------------------------------------------------
+
+def test_coco_output_loads_in_pycocotools_and_decodes_to_the_predictor_masks(images, coco_boxes, predictor, tmp_path):
+    from pycocotools.coco import COCO
+
+    summary = auto_annotate(images, sam_model=predictor, boxes=coco_boxes, format="coco", output_dir=tmp_path / "c")
+    assert summary.output == tmp_path / "c" / "instances.json"
+    coco = COCO(str(summary.output))
+    assert {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())} == NAMES
+    by_name = {img["file_name"]: img for img in coco.loadImgs(coco.getImgIds())}
+    assert set(by_name) == set(SIZES)  # the image without boxes is listed, with no annotations
+    assert coco.getAnnIds(imgIds=[by_name["empty.png"]["id"]]) == []
+    for name, rows in BOXES.items():
+        img = by_name[name]
+        assert (img["height"], img["width"]) == SIZES[name]
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[img["id"]]))
+        masks = predictor_masks(predictor, images / name, [b for _, b in rows])
+        assert [a["category_id"] for a in anns] == [c for c, _ in rows]
+        for ann, mask in zip(anns, masks):
+            assert np.array_equal(coco.annToMask(ann).astype(bool), mask)
+            assert ann["area"] == mask.sum()
+
+
+# ---- a real Ultralytics YOLO as the detector ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def yolo():
+    """YOLO11n built from its model YAML (no weights file, nothing downloaded), seeded random weights. Its class
+    biases are raised so that it "sees" class 2 at the finest scale and class 5 at the coarsest at conf 0.25."""
+    pytest.importorskip("ultralytics")
+    with no_internet() as refused:
+        from ultralytics import YOLO
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = YOLO("yolo11n.yaml")
+    assert refused == []
+    head = model.model.model[-1]
+    with torch.no_grad():
+        head.cv3[0][-1].bias[2] += 12.0
+        head.cv3[-1][-1].bias[5] += 12.0
+    model.model.names = {i: f"kind{i}" for i in range(len(model.names))}
+    return model
+
+
+YOLO_ARGS = dict(conf=0.25, iou=0.45, imgsz=128, max_det=6, device="cpu")
+
+
+def yolo_boxes_for(yolo, image_path: Path, classes=None):
+    """What the detector finds in the image with the arguments auto_annotate hands it: (class ids, xyxy boxes)."""
+    r = yolo.predict(cv2.imread(str(image_path)), classes=classes, verbose=False, **YOLO_ARGS)[0]
+    return r.boxes.cls.int().tolist(), r.boxes.xyxy.cpu().numpy()
+
+
+def test_a_yolo_detector_boxes_prompt_sam_and_nothing_goes_online(images, yolo, predictor, tmp_path):
+    with no_internet() as refused:
+        summary = auto_annotate(images, det_model=yolo, sam_model=predictor, output_dir=tmp_path / "l", **YOLO_ARGS)
+    assert refused == []
+    assert summary.annotated == 3 and summary.masks > 3
+    for name, hw in SIZES.items():
+        class_ids, boxes = yolo_boxes_for(yolo, images / name)
+        assert set(class_ids) == {2, 5}
+        assert_label_is(tmp_path / "l" / f"{Path(name).stem}.txt", hw, class_ids,
+                        predictor_masks(predictor, images / name, boxes))
+
+
+def test_a_yolo_detector_names_the_coco_categories(images, yolo, predictor, tmp_path):
+    summary = auto_annotate(images, det_model=yolo, sam_model=predictor, format="coco", output_dir=tmp_path / "c",
+                            **YOLO_ARGS)
+    doc = json.loads(summary.output.read_text())
+    assert {c["id"]: c["name"] for c in doc["categories"]} == dict(yolo.names)
+    assert {a["category_id"] for a in doc["annotations"]} == {2, 5}
+
+
+def test_classes_goes_to_the_detector(images, yolo, predictor, tmp_path):
+    auto_annotate(images, det_model=yolo, sam_model=predictor, classes=[5], output_dir=tmp_path / "l", **YOLO_ARGS)
+    for name, hw in SIZES.items():
+        class_ids, boxes = yolo_boxes_for(yolo, images / name, classes=[5])
+        assert class_ids and set(class_ids) == {5}
+        assert_label_is(tmp_path / "l" / f"{Path(name).stem}.txt", hw, class_ids,
+                        predictor_masks(predictor, images / name, boxes))
+
+
+def test_a_det_model_by_yaml_name_is_built_offline(images, predictor, tmp_path):
+    pytest.importorskip("ultralytics")
+    with no_internet() as refused:
+        summary = auto_annotate(images, det_model="yolo11n.yaml", sam_model=predictor, output_dir=tmp_path / "l",
+                                **{**YOLO_ARGS, "conf": 0.9})  # untrained: nothing this confident
+    assert refused == [] and summary.no_boxes == 3
+
+
+# ---- long runs: resume, bad images, never a half-written file -----------------------------------------------------
+
+def test_a_rerun_skips_labelled_images_unless_overwrite(images, coco_boxes, predictor, tmp_path):
+    out = tmp_path / "labels"
+    auto_annotate(images, sam_model=predictor, boxes=coco_boxes, output_dir=out)
+    (out / "street.txt").write_text("kept\n")
+    again = auto_annotate(images, sam_model=predictor, boxes=coco_boxes, output_dir=out)
+    assert (again.skipped, again.annotated) == (2, 0) and (out / "street.txt").read_text() == "kept\n"
+    forced = auto_annotate(images, sam_model=predictor, boxes=coco_boxes, output_dir=out, overwrite=True)
+    assert (forced.skipped, forced.annotated) == (0, 2) and (out / "street.txt").read_text() != "kept\n"
+
+
+def test_a_coco_rerun_adds_only_new_images(images, coco_boxes, predictor, tmp_path):
+    out = tmp_path / "c"
+    (images / "field.jpg").rename(tmp_path / "field.jpg")
+    first = auto_annotate(images, sam_model=predictor, boxes=coco_boxes, format="coco", output_dir=out)
+    (tmp_path / "field.jpg").rename(images / "field.jpg")
+    second = auto_annotate(images, sam_model=predictor, boxes=coco_boxes, format="coco", output_dir=out)
+    assert (first.annotated, second.skipped, second.annotated) == (1, 2, 1)
+    doc = json.loads(second.output.read_text())
+    assert sorted(img["file_name"] for img in doc["images"]) == sorted(SIZES)
+    assert len(doc["annotations"]) == 3 and len({a["id"] for a in doc["annotations"]}) == 3
+
+
+def test_a_corrupt_image_is_reported_and_skipped(images, coco_boxes, predictor, tmp_path, caplog):
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    summary = auto_annotate(images, sam_model=predictor, boxes=coco_boxes, output_dir=tmp_path / "l")
+    assert [p.name for p, _ in summary.bad] == ["broken.jpg"] and "cannot decode" in summary.bad[0][1]
+    assert summary.annotated == 2 and not (tmp_path / "l" / "broken.txt").exists()
+    assert "broken.jpg" in str(summary) and "1 unreadable" in str(summary)
+    assert "broken.jpg" in caplog.text
+
+
+def test_a_failure_mid_image_leaves_no_label_file(images, coco_boxes, predictor, tmp_path, monkeypatch):
+    import model_core.annotate.writers as writers
+
+    calls = []
+
+    def polygon_then_fail(mask):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the user stops the run between the first and second mask of street.png
+        return mask_to_polygon(mask)
+
+    monkeypatch.setattr(writers, "mask_to_polygon", polygon_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        auto_annotate(images, sam_model=predictor, boxes=coco_boxes, output_dir=tmp_path / "l")
+    assert sorted(p.name for p in (tmp_path / "l").iterdir()) == ["field.txt"]  # no street.txt, no temp file
+
+
+# ---- bad arguments ------------------------------------------------------------------------------------------------
+
+def test_bad_arguments_get_clear_errors(images, coco_boxes, predictor, tmp_path):
+    with pytest.raises(ValueError, match="det_model or boxes, not both"):
+        auto_annotate(images, det_model="yolo11n.pt", boxes=coco_boxes, sam_model=predictor)
+    with pytest.raises(ValueError, match="format must be one of yolo, coco"):
+        auto_annotate(images, boxes=coco_boxes, sam_model=predictor, format="voc")
+    with pytest.raises(FileNotFoundError, match="no such image folder"):
+        auto_annotate(tmp_path / "nowhere", boxes=coco_boxes, sam_model=predictor)
+    (tmp_path / "results.json").write_text(json.dumps([{"image_id": 1, "bbox": [0, 0, 1, 1], "score": 0.9}]))
+    with pytest.raises(ValueError, match="COCO instances JSON"):
+        auto_annotate(images, boxes=tmp_path / "results.json", sam_model=predictor)
+    with pytest.raises(ValueError, match="unknown model name"):
+        auto_annotate(images, boxes=coco_boxes, sam_model="sam3_b.pt")
+
+
+def test_a_malformed_label_row_skips_that_image_and_says_where(images, yolo_boxes, predictor, tmp_path):
+    (yolo_boxes / "field.txt").write_text("3 0.5 0.5 1.7 0.2\n")
+    summary = auto_annotate(images, sam_model=predictor, boxes=yolo_boxes, output_dir=tmp_path / "l")
+    assert [(p.name, why) for p, why in summary.bad] == [
+        ("field.jpg", f"{yolo_boxes / 'field.txt'}:1: coordinates must be normalised to [0, 1], "
+                      "got '3 0.5 0.5 1.7 0.2'")]
+    assert summary.annotated == 1
+
+
+# ---- mask -> polygon ----------------------------------------------------------------------------------------------
+
+def test_a_one_piece_mask_round_trips_through_its_polygon():
+    mask = np.zeros((60, 90), np.uint8)
+    cv2.ellipse(mask, (40, 30), (25, 15), 30, 0, 360, 1, -1)
+    points = mask_to_polygon(mask.astype(bool))
+    assert np.array_equal(polygon_to_mask(points, 60, 90), mask.astype(bool))
+
+
+def test_a_mask_in_several_pieces_is_one_polygon_covering_all_of_them():
+    mask = np.zeros((60, 90), np.uint8)
+    cv2.circle(mask, (20, 30), 12, 1, -1)
+    cv2.rectangle(mask, (50, 10), (80, 25), 1, -1)
+    mask[50, 70] = 1
+    points = mask_to_polygon(mask.astype(bool))
+    filled = polygon_to_mask(points, 60, 90)
+    assert not (mask.astype(bool) & ~filled).any()  # every piece is inside the one path
+    assert (filled & ~mask.astype(bool)).sum() < 0.1 * mask.sum()  # plus the zero-width bridges' pixels
+    assert mask_to_polygon(np.zeros((5, 5), bool)).shape == (0, 2)
