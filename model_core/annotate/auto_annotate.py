@@ -11,18 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from ..build import build_model
-from ..configs import canonical_name
 from ..image_predictor import ImagePredictor
-from ..modeling.sam2_model import SAM2Model
-from ..weights import closest_model, read_state_dict
 from .box_files import open_box_file
 from .detections import Detections
 from .images import BadImage, list_images, read_image
+from .sam_models import image_predictor
 from .writers import CocoWriter, Instance, YoloSegWriter
 from .yolo_detector import YoloDetector
 
@@ -96,7 +92,7 @@ def auto_annotate(
     if format == "yolo":
         _refuse_shared_stems(images)
     source = _box_source(det_model, boxes, root, device, conf, iou, imgsz, max_det, classes)
-    predictor = _image_predictor(sam_model, device)
+    predictor = image_predictor(sam_model, device)
     output_dir.mkdir(parents=True, exist_ok=True)
     writer = CocoWriter(output_dir, source.names, overwrite) if format == "coco" else YoloSegWriter(output_dir)
     summary = AnnotateSummary(output=writer.output, images=len(images))
@@ -158,35 +154,6 @@ def _box_source(det_model, boxes, root, device, conf, iou, imgsz, max_det, class
     if callable(boxes) and hasattr(boxes, "names"):
         return boxes
     raise TypeError(f"boxes must be a COCO JSON path, a YOLO labels folder or a box source, got {type(boxes).__name__}")
-
-
-def _image_predictor(sam_model, device: str) -> ImagePredictor:
-    """An ImagePredictor from a predictor, a built model, a checkpoint path or a model name (Ultralytics' too)."""
-    if isinstance(sam_model, ImagePredictor):
-        return sam_model
-    if isinstance(sam_model, SAM2Model):
-        return ImagePredictor(sam_model)
-    if not isinstance(sam_model, (str, Path)):
-        raise TypeError(f"sam_model must be a name, a path, a SAM2Model or an ImagePredictor, "
-                        f"got {type(sam_model).__name__}")
-    dev = torch_device(device)
-    path = Path(sam_model)
-    if path.is_file():
-        try:
-            name = canonical_name(path.name)
-        except ValueError:  # a renamed checkpoint: find its model from its parameters
-            name = closest_model(read_state_dict(path))
-        return ImagePredictor(build_model(name, weights=path, device=dev))
-    return ImagePredictor(build_model(canonical_name(str(sam_model)), device=dev))
-
-
-def torch_device(device: str | torch.device) -> torch.device:
-    """Ultralytics' device strings for torch: "" picks CUDA when there is one, "0" / "0,1" mean cuda:0."""
-    text = str(device).strip().lower()
-    if not text:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    first = text.split(",")[0]
-    return torch.device(f"cuda:{first}" if first.isdigit() else first)
 
 
 def _refuse_shared_stems(images: list[Path]) -> None:

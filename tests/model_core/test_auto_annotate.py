@@ -16,14 +16,12 @@ import torch
 
 from model_core import ImagePredictor, build_model
 from model_core.annotate import auto_annotate, mask_to_polygon, polygon_to_mask
-from tests.fixtures import make_image, no_internet
+from tests.fixtures import no_internet
 
-SIZES = {"street.png": (96, 144), "field.jpg": (120, 90), "empty.png": (96, 144)}  # file -> (H, W)
-BOXES = {  # file -> [(class id, xyxy pixel box)]
-    "street.png": [(3, [10, 10, 80, 70]), (7, [60, 20, 140, 90])],
-    "field.jpg": [(3, [5, 30, 60, 110])],
-}
-NAMES = {3: "car", 7: "person"}
+from tests.model_core.annotate_fixtures import (
+    BOXES, NAMES, SIZES, assert_label_is, predictor_masks, read_label, write_coco_boxes, write_images,
+    write_yolo_boxes,
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,69 +33,17 @@ def predictor():
 @pytest.fixture
 def images(tmp_path):
     """A folder of three images of two sizes (one will have no boxes)."""
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for i, (name, (h, w)) in enumerate(SIZES.items()):
-        cv2.imwrite(str(folder / name), cv2.cvtColor(make_image(h, w, seed=i), cv2.COLOR_RGB2BGR))
-    return folder
+    return write_images(tmp_path / "images")
 
 
 @pytest.fixture
 def coco_boxes(tmp_path):
-    """The boxes as a COCO instances JSON, the way a team's own detector would export them."""
-    images = [{"id": i, "file_name": name, "height": h, "width": w} for i, (name, (h, w)) in enumerate(SIZES.items())]
-    ids = {img["file_name"]: img["id"] for img in images}
-    anns = []
-    for name, rows in BOXES.items():
-        for c, (x0, y0, x1, y1) in rows:
-            anns.append({"id": len(anns) + 1, "image_id": ids[name], "category_id": c,
-                         "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
-    path = tmp_path / "detections.json"
-    path.write_text(json.dumps({"images": images, "annotations": anns,
-                                "categories": [{"id": k, "name": v} for k, v in NAMES.items()]}))
-    return path
+    return write_coco_boxes(tmp_path / "detections.json")
 
 
 @pytest.fixture
 def yolo_boxes(tmp_path):
-    """The boxes as a folder of YOLO detection labels (`class cx cy w h`, normalised)."""
-    folder = tmp_path / "det_labels"
-    folder.mkdir()
-    for name, rows in BOXES.items():
-        h, w = SIZES[name]
-        lines = [f"{c} {(x0 + x1) / 2 / w!r} {(y0 + y1) / 2 / h!r} {(x1 - x0) / w!r} {(y1 - y0) / h!r}"
-                 for c, (x0, y0, x1, y1) in rows]
-        (folder / f"{Path(name).stem}.txt").write_text("\n".join(lines) + "\n")
-    return folder
-
-
-def predictor_masks(predictor, image_path: Path, boxes) -> np.ndarray:
-    """What ImagePredictor gives for these boxes on this image, all at once: (N, H, W) bool."""
-    rgb = cv2.cvtColor(cv2.imread(str(image_path)), cv2.COLOR_BGR2RGB)
-    predictor.set_image(rgb)
-    masks, _, _ = predictor.predict(box=np.asarray(boxes, dtype=np.float32), multimask_output=False)
-    return masks.reshape(-1, *rgb.shape[:2]) > 0
-
-
-def read_label(path: Path, hw) -> list[tuple[int, np.ndarray]]:
-    """A YOLO-seg label file -> [(class id, (K, 2) pixel points)]."""
-    h, w = hw
-    rows = []
-    for line in path.read_text().splitlines():
-        values = line.split()
-        rows.append((int(values[0]), np.array(values[1:], dtype=np.float64).reshape(-1, 2) * [w, h]))
-    return rows
-
-
-def assert_label_is(path: Path, hw, class_ids, masks) -> None:
-    """Row i is class_ids[i] and the polygon of masks[i]: to the 6 written decimals, and covering every mask pixel."""
-    rows = read_label(path, hw)
-    assert [c for c, _ in rows] == list(class_ids)
-    for (_, points), mask in zip(rows, masks):
-        expected = mask_to_polygon(mask)
-        assert points.shape == expected.shape
-        assert np.abs(points - expected).max() <= 1e-6 * max(hw)
-        assert not (mask & ~polygon_to_mask(points, *hw)).any()
+    return write_yolo_boxes(tmp_path / "det_labels")
 
 
 # ---- YOLO-segmentation labels from boxes the user already has ----------------------------------------------------
