@@ -75,13 +75,14 @@ def auto_annotate(
 ) -> AnnotateSummary:
     """Label every image of the folder `data` with SAM 2 masks prompted by its detected boxes.
 
-    det_model: an Ultralytics YOLO name or path (`yolo11x.pt`, `yolo11n.yaml`) or a YOLO object; conf, iou, imgsz,
-    max_det, classes and device go to it. boxes: instead of a detector, a COCO instances JSON or a folder of YOLO
-    label files (taken as they are; `classes` still filters). sam_model: a name (`sam2_b.pt`, `sam2.1_t`), a
-    checkpoint path, a built SAM2Model or an ImagePredictor. format "yolo": `<stem>.txt` per image with boxes,
-    rows `class x1 y1 x2 y2 ...` normalised to [0, 1]; "coco": `instances.json` with RLE masks. output_dir
-    defaults to `<data>_auto_annotate_labels` beside `data`. Images already labelled there are skipped unless
-    `overwrite`; unreadable ones are reported and skipped.
+    det_model: an Ultralytics YOLO name or path (`yolo11x.pt`, `yolo11n.yaml`) or a YOLO object; conf, iou,
+    imgsz, max_det, classes and device go to it. boxes: instead of a detector, a COCO instances JSON or a folder
+    of YOLO label files (taken as they are; `classes` still filters). sam_model: a name (`sam2_b.pt`,
+    `sam2.1_t`), a checkpoint path, or a built SAM2Model or ImagePredictor (used on its own device).
+    format "yolo": `<stem>.txt` per image with boxes, rows `class x1 y1 x2 y2 ...` normalised to [0, 1];
+    "coco": `instances.json` with RLE masks. output_dir defaults to `<data>_auto_annotate_labels` beside
+    `data`. Images already labelled there are skipped unless `overwrite`; unreadable ones are reported and
+    skipped. Returns the run's summary.
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")

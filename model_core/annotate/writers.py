@@ -109,22 +109,24 @@ class CocoWriter:
         return image_id
 
     def write(self, image: Path, name: str, hw: tuple[int, int], instances: Iterable[Instance]) -> int:
-        """Add the image and one annotation per non-empty mask; returns how many."""
-        image_id, n = self._add_image(name, hw), 0
+        """Add the image and one annotation per non-empty mask (all or nothing); returns how many."""
+        anns = []
         for class_id, score, mask in instances:
             if not mask.any():
                 continue
             rle = coco_mask.encode(np.asfortranarray(mask, dtype=np.uint8))
-            ann = {"id": self._next_ann, "image_id": image_id, "category_id": int(class_id),
+            ann = {"category_id": int(class_id),
                    "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")},
                    "area": int(coco_mask.area(rle)), "bbox": [float(v) for v in coco_mask.toBbox(rle)], "iscrowd": 0}
             if score is not None:
                 ann["score"] = round(float(score), 5)
-            self.doc["annotations"].append(ann)
+            anns.append(ann)
+        image_id = self._add_image(name, hw)
+        for ann in anns:
+            self.doc["annotations"].append({"id": self._next_ann, "image_id": image_id, **ann})
             self._next_ann += 1
-            n += 1
         self._tick()
-        return n
+        return len(anns)
 
     def skip(self, image: Path, name: str, hw: tuple[int, int]) -> None:
         """An image without boxes is listed with no annotations (a negative example, and done for a rerun)."""
