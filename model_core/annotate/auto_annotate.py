@@ -104,7 +104,7 @@ def auto_annotate(
                               overwrite, summary)
     finally:
         writer.close()
-    (log.warning if summary.bad else log.info)("auto-annotate: %s", summary)
+    log.info("auto-annotate: %s", summary)  # each unreadable image was warned about as it came
     return summary
 
 

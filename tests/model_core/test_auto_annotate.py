@@ -52,6 +52,8 @@ def test_coco_json_boxes_give_the_predictor_masks_as_yolo_polygons(images, coco_
     summary = auto_annotate(images, sam_model=predictor, boxes=coco_boxes, output_dir=tmp_path / "labels")
     assert (summary.images, summary.annotated, summary.no_boxes, summary.masks) == (3, 2, 1, 3)
     assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == ["field.txt", "street.txt"]  # none for empty
+    (tmp_path / "labels" / "plain").touch()
+    assert (tmp_path / "labels" / "street.txt").stat().st_mode == (tmp_path / "labels" / "plain").stat().st_mode
     for name, rows in BOXES.items():
         masks = predictor_masks(predictor, images / name, [b for _, b in rows])
         assert_label_is(tmp_path / "labels" / f"{Path(name).stem}.txt", SIZES[name], [c for c, _ in rows], masks)
@@ -217,7 +219,7 @@ def test_a_corrupt_image_is_reported_and_skipped(images, coco_boxes, predictor, 
     assert [p.name for p, _ in summary.bad] == ["broken.jpg"] and "cannot decode" in summary.bad[0][1]
     assert summary.annotated == 2 and not (tmp_path / "l" / "broken.txt").exists()
     assert "broken.jpg" in str(summary) and "1 unreadable" in str(summary)
-    assert "broken.jpg" in caplog.text
+    assert "skipped" in caplog.text and "broken.jpg" in caplog.text  # warned as it came, not only at the end
 
 
 def test_a_failure_mid_image_leaves_no_label_file(images, coco_boxes, predictor, tmp_path, monkeypatch):
