@@ -7,6 +7,7 @@ Ultralytics (YOLO-seg labels) and pycocotools (COCO JSON) read them.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import cv2
@@ -253,6 +254,14 @@ def test_bad_arguments_get_clear_errors(images, coco_boxes, predictor, tmp_path)
         auto_annotate(images, boxes=tmp_path / "results.json", sam_model=predictor)
     with pytest.raises(ValueError, match="unknown model name"):
         auto_annotate(images, boxes=coco_boxes, sam_model="sam3_b.pt")
+
+
+def test_without_ultralytics_boxes_still_work_and_a_detector_says_how_to_get_it(images, coco_boxes, predictor,
+                                                                                tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ultralytics", None)  # as if the annotate extra were absent
+    with pytest.raises(ImportError, match=r"pip install 'sam2-service\[annotate\]'"):
+        auto_annotate(images, det_model="yolo11n.pt", sam_model=predictor)
+    assert auto_annotate(images, boxes=coco_boxes, sam_model=predictor, output_dir=tmp_path / "l").annotated == 2
 
 
 def test_a_malformed_label_row_skips_that_image_and_says_where(images, yolo_boxes, predictor, tmp_path):
