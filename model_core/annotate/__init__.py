@@ -1,6 +1,6 @@
 """Auto-annotation: a detector's (or a file's) boxes prompt SAM 2, and the masks are written as dataset labels."""
 
-from .auto_annotate import AnnotateSummary, auto_annotate, segment_boxes
+from .annotator import AnnotateSummary, auto_annotate, segment_boxes
 from .box_files import CocoBoxes, YoloLabelBoxes, open_box_file
 from .detections import BoxSource, Detections
 from .polygons import mask_to_polygon, polygon_to_mask

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -70,16 +71,17 @@ class YoloSegWriter:
 class CocoWriter:
     """`<output_dir>/instances.json`: images, annotations with RLE `segmentation`, categories from the box source.
 
-    Rewritten whole every `flush_every` images and at the end; a rerun reads it back and skips its images.
+    Rewritten whole at most every `flush_seconds` (a large file is not rewritten per image) and at the end,
+    also when the run is stopped; a rerun reads it back and skips its images.
     """
 
     FILE_NAME = "instances.json"
 
     def __init__(self, output_dir: Path, names: dict[int, str], overwrite: bool = False,
-                 flush_every: int = 50) -> None:
+                 flush_seconds: float = 30.0) -> None:
         self.path = output_dir / self.FILE_NAME
         self.names = names  # the box source's own dict: a labels folder adds the ids it meets
-        self.flush_every = flush_every
+        self.flush_seconds = flush_seconds
         self.doc = {"images": [], "annotations": [], "categories": []}
         if self.path.exists() and not overwrite:
             try:
@@ -92,7 +94,7 @@ class CocoWriter:
                                  f"({exc!r}); pass overwrite=True to start again") from exc
         else:
             self._done, self._next_image, self._next_ann = set(), 1, 1
-        self._pending = 0
+        self._last_flush = time.monotonic()
 
     @property
     def output(self) -> Path:
@@ -134,14 +136,13 @@ class CocoWriter:
         self._tick()
 
     def _tick(self) -> None:
-        self._pending += 1
-        if self._pending >= self.flush_every:
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
     def flush(self) -> None:
         self.doc["categories"] = self._categories()
         atomic_write_text(self.path, json.dumps(self.doc))
-        self._pending = 0
+        self._last_flush = time.monotonic()
 
     def close(self) -> None:
         self.flush()

@@ -240,6 +240,30 @@ def test_a_failure_mid_image_leaves_no_label_file(images, coco_boxes, predictor,
     assert sorted(p.name for p in (tmp_path / "l").iterdir()) == ["field.txt"]  # no street.txt, no temp file
 
 
+def test_a_stopped_coco_run_keeps_whole_images_and_a_rerun_finishes(images, coco_boxes, predictor, tmp_path,
+                                                                    monkeypatch):
+    import model_core.annotate.annotator as pipeline
+
+    decode, calls = predictor.predict_torch, []
+
+    def decode_then_stop(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # stopped between street.png's two boxes (field.jpg was call 1)
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "BOXES_PER_DECODE", 1)
+    monkeypatch.setattr(predictor, "predict_torch", decode_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        auto_annotate(images, sam_model=predictor, boxes=coco_boxes, format="coco", output_dir=tmp_path / "c")
+    doc = json.loads((tmp_path / "c" / "instances.json").read_text())  # written on the way out
+    assert sorted(img["file_name"] for img in doc["images"]) == ["empty.png", "field.jpg"]
+    assert len(doc["annotations"]) == 1
+    monkeypatch.setattr(predictor, "predict_torch", decode)
+    rerun = auto_annotate(images, sam_model=predictor, boxes=coco_boxes, format="coco", output_dir=tmp_path / "c")
+    assert (rerun.skipped, rerun.annotated, rerun.masks) == (2, 1, 2)
+
+
 # ---- bad arguments ------------------------------------------------------------------------------------------------
 
 def test_bad_arguments_get_clear_errors(images, coco_boxes, predictor, tmp_path):

@@ -86,6 +86,8 @@ def auto_annotate(
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if isinstance(classes, int):  # Ultralytics takes classes=0 as well as classes=[0, 2]
+        classes = [classes]
     data = Path(data)
     images = list_images(data)
     root = data if data.is_dir() else data.parent
