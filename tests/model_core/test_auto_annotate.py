@@ -73,6 +73,22 @@ def test_a_yolo_labels_folder_of_boxes_gives_the_predictor_masks(images, yolo_bo
             assert (ours & theirs).sum() / (ours | theirs).sum() >= 0.98
 
 
+def test_coco_file_names_with_a_folder_match_by_base_name(images, coco_boxes, predictor, tmp_path):
+    doc = json.loads(coco_boxes.read_text())
+    for img in doc["images"]:
+        img["file_name"] = f"val2017/{img['file_name']}"  # as exported from another machine's layout
+    coco_boxes.write_text(json.dumps(doc))
+    summary = auto_annotate(images, sam_model=predictor, boxes=coco_boxes, output_dir=tmp_path / "l")
+    assert (summary.annotated, summary.masks) == (2, 3)
+
+
+def test_a_labels_folder_names_its_classes_in_classes_txt(images, yolo_boxes, predictor, tmp_path):
+    (yolo_boxes / "classes.txt").write_text("".join(f"thing{i}\n" for i in range(8)))
+    summary = auto_annotate(images, sam_model=predictor, boxes=yolo_boxes, format="coco", output_dir=tmp_path / "c")
+    categories = json.loads(summary.output.read_text())["categories"]
+    assert {c["id"]: c["name"] for c in categories} == {i: f"thing{i}" for i in range(8)}
+
+
 def test_ultralytics_own_reader_accepts_our_labels(images, coco_boxes, predictor, tmp_path):
     verify_image_label = pytest.importorskip("ultralytics.data.utils").verify_image_label
     auto_annotate(images, sam_model=predictor, boxes=coco_boxes, output_dir=tmp_path / "labels")
