@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from .detections import Detections
+
+log = logging.getLogger(__name__)
 
 BOX_TASKS = ("detect", "segment", "pose")  # Ultralytics tasks whose results carry axis-aligned boxes
 
@@ -24,6 +27,9 @@ def load_yolo(det_model):
         from ultralytics import YOLO
     except ImportError as exc:
         raise ImportError(INSTALL_HINT) from exc
+    if str(det_model).lower().endswith((".yaml", ".yml")):
+        log.warning("det_model %s is a model description: the detector is built UNTRAINED (random weights), "
+                    "its boxes are meaningless (tests and smoke runs only)", det_model)
     return YOLO(str(det_model))
 
 

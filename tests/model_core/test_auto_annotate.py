@@ -198,12 +198,13 @@ def test_classes_goes_to_the_detector(images, yolo, predictor, tmp_path):
                         predictor_masks(predictor, images / name, boxes))
 
 
-def test_a_det_model_by_yaml_name_is_built_offline(images, predictor, tmp_path):
+def test_a_det_model_by_yaml_name_is_built_offline_and_said_to_be_untrained(images, predictor, tmp_path, caplog):
     pytest.importorskip("ultralytics")
     with no_internet() as refused:
         summary = auto_annotate(images, det_model="yolo11n.yaml", sam_model=predictor, output_dir=tmp_path / "l",
                                 **{**YOLO_ARGS, "conf": 0.9})  # untrained: nothing this confident
     assert refused == [] and summary.no_boxes == 3
+    assert "UNTRAINED" in caplog.text
 
 
 # ---- long runs: resume, bad images, never a half-written file -----------------------------------------------------
