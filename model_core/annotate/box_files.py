@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -39,7 +40,11 @@ class CocoBoxes:
                 or not isinstance(doc.get("annotations"), list):
             raise ValueError(f"{self.path}: expected a COCO instances JSON object with 'images' and 'annotations' "
                              "lists (a detection results list has no file names to match images by)")
-        self.names = {int(c["id"]): str(c.get("name", c["id"])) for c in doc.get("categories") or []}
+        self.names: dict[int, str] = {}
+        for cat in doc.get("categories") or []:
+            if not isinstance(cat, dict) or not isinstance(cat.get("id"), int):
+                raise ValueError(f"{self.path}: every category needs an integer 'id', got {cat!r}")
+            self.names[cat["id"]] = str(cat.get("name", cat["id"]))
         file_names: dict[int, str] = {}
         for img in doc["images"]:
             if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
@@ -61,9 +66,7 @@ class CocoBoxes:
             per_image[file_names[ann["image_id"]]].append(
                 ([x, y, x + w, y + h], ann["category_id"], float(score) if _finite(score) else None))
         self._by_path = per_image
-        base_counts: dict[str, int] = {}
-        for name in per_image:
-            base_counts[PurePosixPath(name).name] = base_counts.get(PurePosixPath(name).name, 0) + 1
+        base_counts = Counter(PurePosixPath(n).name for n in per_image)  # a base name used twice matches neither
         self._by_base = {PurePosixPath(n).name: n for n in per_image if base_counts[PurePosixPath(n).name] == 1}
 
     def __call__(self, path: Path, image_bgr: np.ndarray) -> Detections:
