@@ -20,8 +20,8 @@ from model_core.annotate import auto_annotate, mask_to_polygon, polygon_to_mask
 from tests.fixtures import no_internet
 
 from tests.model_core.annotate_fixtures import (
-    BOXES, NAMES, SIZES, assert_label_is, predictor_masks, read_label, write_coco_boxes, write_images,
-    write_yolo_boxes,
+    BOXES, NAMES, SIZES, assert_label_is, needs_ultralytics, predictor_masks, read_label, write_coco_boxes,
+    write_images, write_yolo_boxes,
 )
 
 
@@ -90,7 +90,7 @@ def test_a_labels_folder_names_its_classes_in_classes_txt(images, yolo_boxes, pr
 
 
 def test_ultralytics_own_reader_accepts_our_labels(images, coco_boxes, predictor, tmp_path):
-    verify_image_label = pytest.importorskip("ultralytics.data.utils").verify_image_label
+    verify_image_label = needs_ultralytics("ultralytics.data.utils").verify_image_label
     auto_annotate(images, sam_model=predictor, boxes=coco_boxes, output_dir=tmp_path / "labels")
     for name, rows in BOXES.items():
         label = tmp_path / "labels" / f"{Path(name).stem}.txt"
@@ -144,7 +144,7 @@ def test_coco_output_loads_in_pycocotools_and_decodes_to_the_predictor_masks(ima
 def yolo():
     """YOLO11n built from its model YAML (no weights file, nothing downloaded), seeded random weights. Its class
     biases are raised so that it "sees" class 2 at the finest scale and class 5 at the coarsest at conf 0.25."""
-    pytest.importorskip("ultralytics")
+    needs_ultralytics()
     with no_internet() as refused:
         from ultralytics import YOLO
 
@@ -199,7 +199,7 @@ def test_classes_goes_to_the_detector(images, yolo, predictor, tmp_path):
 
 
 def test_a_det_model_by_yaml_name_is_built_offline_and_said_to_be_untrained(images, predictor, tmp_path, caplog):
-    pytest.importorskip("ultralytics")
+    needs_ultralytics()
     with no_internet() as refused:
         summary = auto_annotate(images, det_model="yolo11n.yaml", sam_model=predictor, output_dir=tmp_path / "l",
                                 **{**YOLO_ARGS, "conf": 0.9})  # untrained: nothing this confident

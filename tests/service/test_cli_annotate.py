@@ -11,7 +11,7 @@ from model_core import ImagePredictor, build_model
 from service.cli import main
 from tests.fixtures import no_internet
 from tests.model_core.annotate_fixtures import (
-    BOXES, SIZES, assert_label_is, predictor_masks, write_coco_boxes, write_images,
+    BOXES, SIZES, assert_label_is, needs_ultralytics, predictor_masks, write_coco_boxes, write_images,
 )
 
 TINY = ["--sam-model", "sam2.1_t", "--weights", "random", "--image-size", "128", "--device", "cpu", "--no-progress"]
@@ -30,7 +30,7 @@ def test_annotate_a_folder_from_a_coco_json_of_boxes(tmp_path, capsys):
 
 
 def test_annotate_with_a_yolo_model_yaml_to_coco_offline(tmp_path, capsys):
-    pytest.importorskip("ultralytics")
+    needs_ultralytics()
     from pycocotools.coco import COCO
 
     images = write_images(tmp_path / "images")
