@@ -77,8 +77,8 @@ def auto_annotate(
 
     det_model: an Ultralytics YOLO name or path (`yolo11x.pt`, `yolo11n.yaml`) or a YOLO object; conf, iou,
     imgsz, max_det, classes and device go to it. boxes: instead of a detector, a COCO instances JSON or a folder
-    of YOLO label files (taken as they are; `classes` still filters), or any BoxSource. sam_model: a name (`sam2_b.pt`,
-    `sam2.1_t`), a checkpoint path, or a built SAM2Model or ImagePredictor (used on its own device).
+    of YOLO label files (taken as they are; `classes` still filters), or any BoxSource. sam_model: a name
+    (`sam2_b.pt`, `sam2.1_t`), a checkpoint path, or a built SAM2Model or ImagePredictor (used on its device).
     format "yolo": `<stem>.txt` per image with boxes, rows `class x1 y1 x2 y2 ...` normalised to [0, 1];
     "coco": `instances.json` with RLE masks. output_dir defaults to `<data>_auto_annotate_labels` beside
     `data`. Images already labelled there are skipped unless `overwrite`; unreadable ones are reported and
