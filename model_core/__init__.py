@@ -1,5 +1,6 @@
 """SAM 2 / SAM 2.1 in plain PyTorch: networks (`modeling/`), checkpoint loading, and the predictors on top."""
 
+from .annotate import auto_annotate
 from .automatic_mask_generator import AutomaticMaskGenerator
 from .build import build_model
 from .configs import CONFIGS, ModelConfig, canonical_name, get_config
@@ -11,5 +12,5 @@ from .video_tracker import VideoTracker
 
 __all__ = [
     "CONFIGS", "AutomaticMaskGenerator", "ImageFeatures", "ImagePredictor", "ModelConfig", "SAM2Model",
-    "VideoPredictor", "VideoTracker", "build_model", "canonical_name", "get_config", "track_video",
+    "VideoPredictor", "VideoTracker", "auto_annotate", "build_model", "canonical_name", "get_config", "track_video",
 ]

@@ -1,5 +1,5 @@
-"""`sam2-service` command line: `serve` runs the HTTP service; `segment` (one image) and `track` (a video, folder,
-camera or stream) run without a server."""
+"""`sam2-service` command line: `serve` runs the HTTP service; `segment` (one image), `annotate` (a folder of
+images) and `track` (a video, folder, camera or stream) run without a server."""
 
 from __future__ import annotations
 
@@ -196,6 +196,44 @@ def cmd_track(args: argparse.Namespace) -> int:
     return rc
 
 
+def _class_ids(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected class ids like 0,2, got {text!r}") from None
+
+
+def cmd_annotate(args: argparse.Namespace) -> int:
+    """Label a folder: detector (or box file) boxes prompt SAM 2; YOLO-seg label files or a COCO JSON."""
+    from model_core.annotate import auto_annotate
+    from model_core.annotate.images import list_images
+    from model_core.annotate.sam_models import image_predictor
+    from model_core.precision import parse_dtype
+    from model_core.weights import CheckpointError
+
+    if args.weights == "random":
+        print("WARNING: --weights random builds an UNTRAINED SAM 2; its masks are meaningless "
+              "(a smoke run only).", file=sys.stderr)
+    # the summary is printed below; the library's own summary line would repeat it (its warnings still show)
+    logging.getLogger("model_core.annotate").setLevel(logging.WARNING)
+    try:
+        list_images(args.data)  # a wrong folder fails now, not after loading (or downloading) the models
+        if args.boxes and not Path(args.boxes).exists():
+            raise FileNotFoundError(f"--boxes: no such file or folder: {args.boxes}")
+        predictor = image_predictor(args.sam_model, args.device, weights=args.weights, image_size=args.image_size,
+                                    dtype=parse_dtype(args.dtype))
+        summary = auto_annotate(
+            args.data, det_model=None if args.boxes else args.det_model, sam_model=predictor, device=args.device,
+            conf=args.conf, iou=args.iou, imgsz=args.imgsz, max_det=args.max_det, classes=args.classes,
+            output_dir=args.output_dir, boxes=args.boxes, format=args.format, overwrite=args.overwrite,
+            progress=not args.no_progress)
+    except (ValueError, TypeError, FileNotFoundError, ImportError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(summary)
+    return 0
+
+
 def uvicorn_options(settings) -> dict:
     """uvicorn's limits from the settings: slow clients, connection cap, WebSocket message size."""
     from .slow_clients import header_timeout_protocol
@@ -324,6 +362,36 @@ def build_parser() -> argparse.ArgumentParser:
     trk.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 autocast")
     trk.add_argument("--image-size", type=int, default=None, help="model input size (multiple of 32; default 1024)")
     trk.set_defaults(func=cmd_track)
+
+    ann = sub.add_parser("annotate", help="label a folder of images: detected (or given) boxes prompt SAM 2; "
+                                          "writes YOLO-segmentation labels or a COCO JSON",
+                         description="Ultralytics' auto_annotate: one label file per image with boxes, rows "
+                                     "'class x1 y1 x2 y2 ...' normalised to [0, 1] (or --format coco: one "
+                                     "instances.json with RLE masks). Images already labelled are skipped.")
+    ann.add_argument("data", help="folder of images (or one image)")
+    source = ann.add_mutually_exclusive_group()
+    source.add_argument("--det-model", default="yolo11x.pt",
+                        help="Ultralytics YOLO name or path (needs the annotate extra; default yolo11x.pt)")
+    source.add_argument("--boxes", help="boxes you already have: a COCO instances JSON or a folder of YOLO labels")
+    ann.add_argument("--sam-model", default="sam2.1_b",
+                     help="sam2.1_t|s|b|l, sam2_t|s|b|l (.pt or not), Meta's names, or a checkpoint path")
+    ann.add_argument("--weights", default=None,
+                     help="checkpoint path, or 'random' (untrained, offline smoke runs); default: official, cached")
+    ann.add_argument("--image-size", type=int, default=None, help="SAM 2 input size (multiple of 32; default 1024)")
+    ann.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 autocast for SAM 2")
+    ann.add_argument("--format", choices=["yolo", "coco"], default="yolo", help="label files or one COCO JSON")
+    ann.add_argument("-o", "--output-dir", default=None,
+                     help="where labels go (default: <data>_auto_annotate_labels beside DATA)")
+    ann.add_argument("--conf", type=float, default=0.25, help="detector confidence threshold")
+    ann.add_argument("--iou", type=float, default=0.45, help="detector NMS IoU threshold")
+    ann.add_argument("--imgsz", type=int, default=640, help="detector input size")
+    ann.add_argument("--max-det", type=int, default=300, help="detections per image at most")
+    ann.add_argument("--classes", type=_class_ids, default=None, metavar="ID[,ID...]",
+                     help="keep only these class ids (detector or box file)")
+    ann.add_argument("--device", default="", help="'' (CUDA if available), cpu, 0, cuda:1, ...")
+    ann.add_argument("--overwrite", action="store_true", help="redo images that already have labels")
+    ann.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ann.set_defaults(func=cmd_annotate)
 
     srv = sub.add_parser("serve", help="run the HTTP API (settings from flags, then SAM2_* variables)")
     srv.add_argument("--model", help="sam2.1_t|s|b|l, sam2_t|s|b|l or Meta's names (default sam2.1_t)")

@@ -6,6 +6,7 @@ Importable from anywhere (`from tests.fixtures import synthetic_clip`); no pytes
 from __future__ import annotations
 
 import base64
+import contextlib
 import socket
 
 import cv2
@@ -63,3 +64,34 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+@contextlib.contextmanager
+def no_internet():
+    """Refuse every DNS lookup and connection that is not to loopback, and record them (a library phoning home).
+
+    Yields the list of refused hosts; a test asserts it stayed empty.
+    """
+    refused: list[str] = []
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host not in LOOPBACK:
+            refused.append(str(host))
+            raise socket.gaierror(f"no internet in tests: lookup of {host!r} refused")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def connect(sock, address):
+        if isinstance(address, tuple) and address[0] not in LOOPBACK:
+            refused.append(str(address[0]))
+            raise OSError(f"no internet in tests: connection to {address!r} refused")
+        return real_connect(sock, address)
+
+    socket.getaddrinfo, socket.socket.connect = getaddrinfo, connect
+    try:
+        yield refused
+    finally:
+        socket.getaddrinfo, socket.socket.connect = real_getaddrinfo, real_connect
