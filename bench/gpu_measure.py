@@ -151,6 +151,48 @@ def part_compile(run: Run, args) -> None:
         run.record("compile", f"compile time (first call), {key}", rows["ours"][2], rows["ref"][2], unit="s")
         del ref, ours
         torch._dynamo.reset()
+    for key in run.models(args.compile_models):
+        _compiled_tracking(run, key)
+
+
+def _compiled_tracking(run: Run, key: str) -> None:
+    """SAM2_COMPILE's compile_model: tracking frames/s (1 and 8 objects, from frame 10 on) per mode vs eager,
+    and how long the service's warm-up takes to build the graphs."""
+    import copy
+
+    from model_core.video_tracker import VideoTracker
+    from service.metrics import Metrics
+    from service.model_work import ModelWork
+    from service.settings import Settings
+
+    _, base = run.pair(MODELS[key])
+    frames = clip(30)
+    for mode in ("off", "default", "reduce-overhead"):
+        model = base if mode == "off" else copy.deepcopy(base)
+        t0 = time.perf_counter()
+        if mode != "off":
+            work = ModelWork(Settings(weights="random", device=run.device, image_size=run.size, compile=mode,
+                                      dtype="fp32" if run.smoke else "fp16"),
+                             model, Metrics())
+            work.load()  # compiles as the service does, and its warm-up builds the graphs
+            run.record("compile", f"SAM2_COMPILE={mode} warm-up, {key}", time.perf_counter() - t0, unit="s")
+        tracker = VideoTracker(model, dtype=run.ours_dtype)
+        for k in (1, 8):
+            state = tracker.new_state(480, 640)
+            for i, (x, y) in enumerate(object_prompts(k)):
+                tracker.add_prompt(state, i + 1, points=[[x, y]], labels=[1])
+            times = []
+            for f in frames:
+                t = time.perf_counter()
+                tracker.track(state, f)
+                run.sync()
+                times.append(time.perf_counter() - t)
+            run.record("compile", f"tracking fps, {k} object(s), SAM2_COMPILE={mode}, {key}",
+                       len(times[10:]) / sum(times[10:]), unit="fps")
+        del model, tracker
+        torch._dynamo.reset()
+        if run.device == "cuda":
+            torch.cuda.empty_cache()
 
 
 def _run(run: Run, encoder, x, dtype):

@@ -55,6 +55,9 @@ def compile_model(model: SAM2Model, cfg: CompileConfig) -> SAM2Model:
     Graphs are built lazily, on first use of each shape: call a warm-up before taking traffic."""
     if cfg.mode == "off":
         return model
+    # the decoder has a few static variants (multimask or not, one image for all objects or one each, fp16 or
+    # not) beside its dynamic sizes: more than torch's default limit of 8 graphs per function
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
     opts = dict(backend=cfg.backend, mode=None if cfg.mode == "default" or cfg.backend != "inductor" else cfg.mode)
     image_encoder = torch.compile(model.image_encoder.forward, dynamic=False, **opts)
     memory_encoder = torch.compile(model.memory_encoder.forward, dynamic=False, **opts)

@@ -65,20 +65,20 @@ class RoPEAttention(Attention):
         super().__init__(*args, **kwargs)
         self.rope_theta = rope_theta
         self.rope_k_repeat = rope_k_repeat
-        self._angles: dict[tuple[int, int, str], torch.Tensor] = {}
+        self._angles: dict[tuple[int, str], torch.Tensor] = {}
         self._head_dim = self.internal_dim // self.num_heads
 
-    def _rotations(self, n: int, reps: int, device: torch.device) -> torch.Tensor:
-        """Unit complex rotations for a square grid of n tokens, tiled `reps` times: (reps * n, D / 2)."""
-        key = (n, reps, str(device))
+    def _rotations(self, n: int, device: torch.device) -> torch.Tensor:
+        """Unit complex rotations for a square grid of n tokens: (n, D / 2)."""
+        key = (n, str(device))
         if key in self._angles:
             return self._angles[key]
         side = int(round(n**0.5))
         if side * side != n:
             raise ValueError(f"RoPE attention needs a square token grid, got {n} tokens")
         ang = axial_rope_angles(self._head_dim, side, side, self.rope_theta).to(device)
-        rotations = torch.polar(torch.ones_like(ang), ang).repeat(reps, 1)
-        if not torch.compiler.is_compiling():  # compiled: part of the graph, so memory lengths share one graph
+        rotations = torch.polar(torch.ones_like(ang), ang)
+        if not torch.compiler.is_compiling():  # compiled: a constant of the graph (a cache would be a guard)
             self._angles[key] = rotations
         return rotations
 
@@ -87,11 +87,13 @@ class RoPEAttention(Attention):
     ) -> torch.Tensor:
         q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
         nq = q.shape[-2]
-        q = rotate_pairs(q, self._rotations(nq, 1, q.device))
+        rotations = self._rotations(nq, q.device)
+        q = rotate_pairs(q, rotations)
         n_rope = k.shape[-2] - num_k_exclude_rope
         if n_rope > 0:
             if n_rope != nq and not self.rope_k_repeat:
                 raise ValueError("keys and queries differ in length but rope_k_repeat is off")
-            k_rot = rotate_pairs(k[:, :, :n_rope], self._rotations(nq, n_rope // nq, k.device))
+            # keys of several memory frames, each a grid like the queries': each frame gets the same rotations
+            k_rot = rotate_pairs(k[:, :, :n_rope].unflatten(2, (-1, nq)), rotations).flatten(2, 3)
             k = torch.cat([k_rot, k[:, :, n_rope:]], dim=2) if num_k_exclude_rope else k_rot
         return self._attend(q, k, v)
