@@ -41,13 +41,13 @@ class SAM2DynamicInteractivePredictor:
     @property
     def model(self) -> SAM2Model:
         if self._model is None:
-            self._model = load_model(self.args.model, self.args.image_size, self.args.torch_device)
+            self._model = load_model(self.args.model, self.args.image_size, self.args.device)
         return self._model
 
     @property
     def tracker(self) -> VideoTracker:
         if self._tracker is None:
-            self._tracker = VideoTracker(self.model, dtype=self.args.dtype)
+            self._tracker = VideoTracker(self.model, dtype=self.args.dtype_on(self.model.device))
             self.state = self._tracker.new_state(0, 0, mode="images", max_obj_num=self.max_obj_num)
         return self._tracker
 

@@ -10,16 +10,20 @@ from ..build import build_model
 from ..configs import canonical_name
 from ..modeling.sam2_model import SAM2Model
 from ..weights import closest_model, read_state_dict
+from .options import resolve_device
 
 
-def load_model(spec, image_size: int | None, device: torch.device) -> SAM2Model:
+def load_model(spec, image_size: int | None = None, device=None) -> SAM2Model:
     """A SAM2Model from a name ("sam2.1_b.pt", "sam2_t"), a checkpoint path, or a built model; at `image_size`.
 
     A path that exists is loaded (its model picked by its file name, else by its parameters); any other string is
-    a model name, resolved through the weights cache (downloaded from Meta on first use).
+    a model name, resolved through the weights cache (downloaded from Meta on first use). device None or "":
+    a built model stays where it is, others go to a GPU when there is one (Ultralytics' default).
     """
     if isinstance(spec, SAM2Model):
-        return at_image_size(spec, image_size).to(device)
+        target = spec.device if device in (None, "") else resolve_device(device)
+        return at_image_size(spec, image_size).to(target)
+    device = resolve_device(device)
     if not isinstance(spec, (str, Path)) or not str(spec).strip():
         raise ValueError(f"model must be a name such as 'sam2.1_b.pt', a checkpoint path, or a SAM2Model; got {spec!r}")
     path = Path(spec)

@@ -76,14 +76,9 @@ class PredictOptions:
             log.warning("imgsz=%d is not a multiple of 32: using %d", size, rounded)
         return rounded
 
-    @property
-    def dtype(self) -> torch.dtype:
+    def dtype_on(self, device: torch.device) -> torch.dtype:
         """fp16 autocast for half=True on a GPU; fp32 otherwise (as Ultralytics, which refuses fp16 on CPUs)."""
-        return torch.float16 if self.half and self.torch_device.type == "cuda" else torch.float32
-
-    @property
-    def torch_device(self) -> torch.device:
-        return resolve_device(self.device)
+        return torch.float16 if self.half and device.type == "cuda" else torch.float32
 
 
 def resolve_device(device: str | int | torch.device | None) -> torch.device:

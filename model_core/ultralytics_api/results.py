@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..mask_ops import masks_to_boxes
+from ..video_io import IMAGE_SUFFIXES
 from .plotting import draw_results
 from .polygons import mask_polygon
 
@@ -174,7 +176,10 @@ class Results:
 
     def save(self, filename: str | Path | None = None, **plot_args) -> str:
         """Write `plot()` to an image file (default results_<source name>); returns the file name."""
-        filename = str(filename or f"results_{Path(self.path).name or 'image.jpg'}")
+        if filename is None:
+            source = Path(self.path or "image.jpg")  # a video's frames are saved as images
+            filename = f"results_{source.name if source.suffix.lower() in IMAGE_SUFFIXES else source.stem + '.jpg'}"
+        filename = str(filename)
         if not cv2.imwrite(filename, self.plot(**plot_args)):
             raise ValueError(f"cannot write {filename} (is its extension an image format OpenCV writes?)")
         return filename
@@ -207,3 +212,14 @@ class Results:
 
     def __repr__(self) -> str:
         return f"Results(path={self.path!r}, orig_shape={self.orig_shape}, {self.verbose()})"
+
+
+def make_results(rgb: np.ndarray, path: str, masks: torch.Tensor, scores: torch.Tensor, cls: torch.Tensor,
+                 conf: float, num_names: int) -> Results:
+    """Results of masks (N, H, W) bool with scores (N,) and class ids (N,): scores <= conf dropped, boxes from masks."""
+    keep = scores > conf
+    masks, scores, cls = masks[keep].cpu(), scores[keep].float().cpu(), cls[keep].cpu()
+    boxes = torch.cat([masks_to_boxes(masks), scores[:, None], cls[:, None].float()], dim=1)  # (N, 6)
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    names = {i: str(i) for i in range(num_names)}
+    return Results(bgr, path, names, masks=masks if num_names else None, boxes=boxes)

@@ -10,12 +10,11 @@ import torch
 
 from ..automatic_mask_generator import AutomaticMaskGenerator
 from ..image_predictor import ImagePredictor
-from ..mask_ops import masks_to_boxes
 from ..modeling.sam2_model import SAM2Model
 from .loading import at_image_size, load_model, model_summary
 from .options import PredictOptions, resolve_device
 from .prompts import ObjectPrompts, object_prompts
-from .results import Results
+from .results import Results, make_results
 from .sources import SourceImage, iter_source
 
 # Ultralytics' segment-everything defaults (its Predictor.generate) under their names, and our generator's names
@@ -35,9 +34,7 @@ class SAM:
     task = "segment"
 
     def __init__(self, model: str | SAM2Model = "sam2.1_b.pt", device: str | None = None) -> None:
-        if isinstance(model, SAM2Model) and device is None:
-            device = model.device
-        self.model = load_model(model, None, resolve_device(device))
+        self.model = load_model(model, None, device)
         self._sized: dict[tuple[int, str], SAM2Model] = {}
 
     @property
@@ -77,16 +74,17 @@ class SAM:
         return results if stream else list(results)
 
     def _model_for(self, opts: PredictOptions) -> SAM2Model:
-        device = opts.torch_device if opts.device not in (None, "") else self.model.device
-        key = (opts.image_size or self.model.cfg.image_size, str(device))
-        if key not in self._sized:
-            self._sized[key] = at_image_size(self.model, opts.image_size).to(device)
-        return self._sized[key]
+        """The model at imgsz on the device asked for (by default where it is), made once per (size, device)."""
+        device = self.model.device if opts.device in (None, "") else resolve_device(opts.device)
+        size = opts.image_size or self.model.cfg.image_size
+        if (size, str(device)) not in self._sized:
+            self._sized[(size, str(device))] = at_image_size(self.model, size).to(device)
+        return self._sized[(size, str(device))]
 
     def _stream(self, images: Iterator[SourceImage], model: SAM2Model, prompts: ObjectPrompts | None,
                 opts: PredictOptions) -> Iterator[Results]:
         if prompts is not None:
-            predictor = ImagePredictor(model, dtype=opts.dtype)
+            predictor = ImagePredictor(model, dtype=opts.dtype_on(model.device))
             for item in images:
                 yield prompted_results(predictor, item, prompts, opts.conf)
         else:
@@ -103,14 +101,14 @@ def prompted_results(predictor: ImagePredictor, item: SourceImage, prompts: Obje
     with torch.inference_mode():
         masks, ious, _ = predictor.predict_torch(0, prompts.points, prompts.labels, prompts.boxes,
                                                  multimask_output=False)  # (N, 1, H, W), (N, 1)
-    return make_results(item, masks[:, 0], ious[:, 0], torch.arange(len(masks)), conf, len(masks))
+    return make_results(item.rgb, item.path, masks[:, 0], ious[:, 0], torch.arange(len(masks)), conf, len(masks))
 
 
 def everything_generator(model: SAM2Model, opts: PredictOptions) -> AutomaticMaskGenerator:
     params = {ours: default for ours, default in EVERYTHING_DEFAULTS.values()}
     for key, value in opts.everything:
         params[EVERYTHING_DEFAULTS[key][0]] = value
-    return AutomaticMaskGenerator(model, box_nms_thresh=opts.iou, dtype=opts.dtype, **params)
+    return AutomaticMaskGenerator(model, box_nms_thresh=opts.iou, dtype=opts.dtype_on(model.device), **params)
 
 
 def everything_results(generator: AutomaticMaskGenerator, item: SourceImage, conf: float) -> Results:
@@ -119,15 +117,4 @@ def everything_results(generator: AutomaticMaskGenerator, item: SourceImage, con
     masks = torch.from_numpy(np.stack([r["segmentation"] for r in records])) if records else \
         torch.zeros(0, h, w, dtype=torch.bool)
     ious = torch.tensor([float(r["predicted_iou"]) for r in records], dtype=torch.float32)
-    return make_results(item, masks, ious, torch.arange(len(records)), conf, len(records))
-
-
-def make_results(item: SourceImage, masks: torch.Tensor, scores: torch.Tensor, cls: torch.Tensor, conf: float,
-                 num_names: int) -> Results:
-    """Results of masks (N, H, W) bool with scores (N,) and class ids (N,): scores <= conf dropped, boxes from masks."""
-    keep = scores > conf
-    masks, scores, cls = masks[keep].cpu(), scores[keep].float().cpu(), cls[keep].cpu()
-    boxes = torch.cat([masks_to_boxes(masks), scores[:, None], cls[:, None].float()], dim=1)  # (N, 6)
-    bgr = np.ascontiguousarray(item.rgb[:, :, ::-1])
-    names = {i: str(i) for i in range(num_names)}
-    return Results(bgr, item.path, names, masks=masks if num_names else None, boxes=boxes)
+    return make_results(item.rgb, item.path, masks, ious, torch.arange(len(records)), conf, len(records))

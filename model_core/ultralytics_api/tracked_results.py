@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ..video_tracker import ObjectResult
-from .results import Results
-from .sam import make_results
+from .results import Results, make_results
 from .sources import SourceImage
 
 
@@ -31,4 +30,4 @@ def tracked_results(item: SourceImage, objects: list[ObjectResult], scores: torc
     else:
         masks = torch.zeros(0, h, w, dtype=torch.bool)
     ids = torch.tensor([o.obj_id for o in objects], dtype=torch.int64)
-    return make_results(item, masks, scores, ids, conf, num_names)
+    return make_results(item.rgb, item.path, masks, scores, ids, conf, num_names)

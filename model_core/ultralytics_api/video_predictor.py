@@ -30,14 +30,14 @@ class SAM2VideoPredictor:
     def model(self) -> SAM2Model:
         """Loaded on first use, at imgsz, on the device the overrides name."""
         if self._model is None:
-            self._model = load_model(self.args.model, self.args.image_size, self.args.torch_device)
+            self._model = load_model(self.args.model, self.args.image_size, self.args.device)
         return self._model
 
     def __call__(self, source=None, model=None, stream: bool = False, bboxes=None, points=None, labels=None,
                  masks=None):
         """A list of Results, one per frame (a generator with stream=True)."""
         if model is not None:
-            self._model = load_model(model, self.args.image_size, self.args.torch_device)
+            self._model = load_model(model, self.args.image_size, self.args.device)
         prompts = object_prompts(bboxes, points, labels, masks)
         if prompts is None:
             raise ValueError("give the objects to track: bboxes, points (with labels) or masks on the first frame")
@@ -45,7 +45,7 @@ class SAM2VideoPredictor:
         return results if stream else list(results)
 
     def _track(self, source, prompts: ObjectPrompts) -> Iterator[Results]:
-        tracker = VideoTracker(self.model, dtype=self.args.dtype)
+        tracker = VideoTracker(self.model, dtype=self.args.dtype_on(self.model.device))
         state = None
         for item in iter_video(source):
             if state is None:

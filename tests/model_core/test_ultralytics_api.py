@@ -249,7 +249,7 @@ def test_models_by_name_by_path_and_info(model, tmp_path, monkeypatch, capsys):
 # ---- SAM: segment everything on a video ------------------------------------------------------------------------
 
 
-def test_no_prompts_segment_everything_on_every_frame(sam, model, tmp_path):
+def test_no_prompts_segment_everything_on_every_frame(sam, model, tmp_path, monkeypatch):
     frames = write_video(tmp_path / "clip.mp4", synthetic_clip(3, H, W))
     everything = dict(points_stride=4, conf_thres=0.0, stability_score_thresh=0.0)
     results = sam(str(tmp_path / "clip.mp4"), conf=0, **everything)
@@ -260,6 +260,8 @@ def test_no_prompts_segment_everything_on_every_frame(sam, model, tmp_path):
         expected = gen.generate(frame)
         assert len(expected) > 0 and len(res) == len(expected)
         np.testing.assert_array_equal(res.masks.data.numpy(), np.stack([r["segmentation"] for r in expected]))
+    monkeypatch.chdir(tmp_path)
+    assert results[0].save() == "results_clip.jpg" and cv2.imread("results_clip.jpg").shape == (H, W, 3)
 
 
 # ---- the video predictor ---------------------------------------------------------------------------------------
