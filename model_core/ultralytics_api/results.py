@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import torch
 
+from ..annotate.polygons import mask_to_polygon
 from ..mask_ops import masks_to_boxes
 from ..video_io import IMAGE_SUFFIXES
 from .plotting import draw_results
-from .polygons import mask_polygon
 
 
 class _Tensor:
@@ -62,7 +62,7 @@ class Masks(_Tensor):
         masks = self._bool_arrays()
         h, w = masks.shape[1:]
         scale = np.array([self.orig_shape[1] / w, self.orig_shape[0] / h], np.float32)
-        return [mask_polygon(m) * scale for m in masks]
+        return [mask_to_polygon(m) * scale for m in masks]
 
     @cached_property
     def xyn(self) -> list[np.ndarray]:

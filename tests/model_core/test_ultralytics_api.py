@@ -211,13 +211,14 @@ def test_results_masks_boxes_plot_and_save(sam, bgr, tmp_path):
 
 
 def test_an_outline_of_several_regions_is_one_polygon():
-    from model_core.ultralytics_api.polygons import mask_polygon
+    from model_core.ultralytics_api.results import Masks
 
     mask = np.zeros((40, 60), bool)
     mask[5:15, 5:15] = mask[20:35, 30:55] = True
-    poly = mask_polygon(mask)
+    (poly,) = Masks(torch.from_numpy(mask), (40, 60)).xy
     drawn = cv2.fillPoly(np.zeros((40, 60), np.uint8), [poly.astype(np.int32)], 1)
-    assert drawn[10, 10] and drawn[27, 40] and len(mask_polygon(np.zeros((4, 4), bool))) == 0
+    assert drawn[10, 10] and drawn[27, 40]
+    assert len(Masks(torch.zeros(1, 4, 4, dtype=torch.bool), (4, 4)).xy[0]) == 0
 
 
 def test_imgsz_runs_the_same_weights_at_another_input_size(sam, model, bgr, rgb):
