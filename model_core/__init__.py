@@ -7,10 +7,12 @@ from .configs import CONFIGS, ModelConfig, canonical_name, get_config
 from .image_predictor import ImagePredictor
 from .modeling import ImageFeatures, SAM2Model
 from .track_video import track_video
+from .ultralytics_api import SAM, Results, SAM2DynamicInteractivePredictor, SAM2VideoPredictor
 from .video_predictor import VideoPredictor
 from .video_tracker import VideoTracker
 
 __all__ = [
     "CONFIGS", "AutomaticMaskGenerator", "ImageFeatures", "ImagePredictor", "ModelConfig", "SAM2Model",
-    "VideoPredictor", "VideoTracker", "auto_annotate", "build_model", "canonical_name", "get_config", "track_video",
+    "Results", "SAM", "SAM2DynamicInteractivePredictor", "SAM2VideoPredictor", "VideoPredictor", "VideoTracker",
+    "auto_annotate", "build_model", "canonical_name", "get_config", "track_video",
 ]

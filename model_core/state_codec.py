@@ -122,7 +122,7 @@ def _meta(state: TrackerState) -> tuple[dict, dict[str, torch.Tensor]]:
         for f in ("coords", "labels", "mask"):
             if getattr(p, f) is not None:
                 tensors[f"pending/{obj_id}/{f}"] = getattr(p, f)
-        pending.append({"obj_id": obj_id, "update_memory": p.update_memory})
+        pending.append({"obj_id": obj_id, "update_memory": p.update_memory, "pixels": p.pixels})
     points = []
     for obj_id, (frame, coords, labels) in state.frame_points.items():
         tensors[f"points/{obj_id}/coords"], tensors[f"points/{obj_id}/labels"] = coords, labels
@@ -152,7 +152,7 @@ def _state_from(header: dict, tensors: dict[str, torch.Tensor], entries: dict[st
     for p in header["pending"]:
         pre = f"pending/{p['obj_id']}/"
         state.pending[p["obj_id"]] = Prompt(tensors.get(pre + "coords"), tensors.get(pre + "labels"),
-                                            tensors.get(pre + "mask"), p["update_memory"])
+                                            tensors.get(pre + "mask"), p["update_memory"], p.get("pixels", False))
     for p in header["points"]:
         pre = f"points/{p['obj_id']}/"
         state.frame_points[p["obj_id"]] = (p["frame"], tensors[pre + "coords"], tensors[pre + "labels"])

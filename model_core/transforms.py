@@ -17,7 +17,7 @@ def as_rgb_uint8(image) -> np.ndarray:
     """Accept an HWC RGB uint8 array, a grayscale or RGBA array, or a PIL image; return HWC RGB uint8."""
     if not isinstance(image, np.ndarray):
         if hasattr(image, "convert"):  # PIL.Image without importing PIL
-            image = np.asarray(image.convert("RGB"))
+            image = np.array(image.convert("RGB"))  # a writable copy
         else:
             raise TypeError(f"expected a numpy array or PIL image, got {type(image).__name__}")
     if image.ndim == 2:

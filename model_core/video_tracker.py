@@ -27,19 +27,24 @@ from .tracking_step import (
     segment_prompted,
     track_objects,
 )
-from .transforms import as_rgb_uint8, preprocess
+from .transforms import as_rgb_uint8, preprocess, to_model_coords
 
 COND, NON_COND = "cond", "non_cond"  # the two kinds of memory entry (ObjectTrack's two dicts)
 
 
 @dataclass
 class Prompt:
-    """Clicks and/or a box (as corner points labelled 2, 3), or a binary mask, in model-input pixels."""
+    """Clicks and/or a box (as corner points labelled 2, 3), or a binary mask, in model-input pixels.
+
+    pixels=True: the coords are still in pixels of the frame the prompt waits for, whose size was not known
+    when it was given (images mode, or before the first frame); they are scaled when that frame arrives.
+    """
 
     coords: torch.Tensor | None = None  # (N, 2)
     labels: torch.Tensor | None = None  # (N,)
     mask: torch.Tensor | None = None  # (1, 1, S, S) binary float
     update_memory: bool = True
+    pixels: bool = False
 
     @property
     def num_points(self) -> int:
@@ -89,7 +94,7 @@ class StepDelta:
 class TrackerState:
     """Everything a session needs to continue; serialisable with `model_core.state_codec`."""
 
-    height: int
+    height: int  # the frames' size; in images mode the latest image's (each image has its own)
     width: int
     num_frames: int | None = None  # expected length (None: an open-ended stream)
     mode: str = "video"  # "video", or "images" for independent images sharing memory
@@ -129,7 +134,10 @@ class VideoTracker:
     def new_state(
         self, height: int, width: int, num_frames: int | None = None, mode: str = "video", max_obj_num: int | None = None
     ) -> TrackerState:
-        """A session for frames of height x width (0 x 0: the caller sets the size from its first frame)."""
+        """A session for frames of height x width (0 x 0: the size is taken from the first frame).
+
+        mode="images": independent images sharing memory, each of its own size (height x width is the latest's).
+        """
         if height < 0 or width < 0 or (height == 0) != (width == 0):
             raise ValueError("height and width must be positive (or both 0 until the first frame)")
         if mode not in ("video", "images"):
@@ -138,9 +146,12 @@ class VideoTracker:
 
     def make_prompt(
         self, state: TrackerState, points=None, labels=None, box=None, mask=None, normalize_coords: bool = True,
-        update_memory: bool = True,
+        update_memory: bool = True, defer: bool = False,
     ) -> Prompt:
-        """Validate user prompts (pixels of the video) and bring them to model-input coordinates."""
+        """Validate user prompts (pixels of the video) and bring them to model-input coordinates.
+
+        defer: the prompt is for a frame whose size is not known yet; pixel coords are kept until it arrives.
+        """
         size, dev = self.cfg.image_size, self.device
         if mask is not None:
             if points is not None or box is not None:
@@ -151,8 +162,16 @@ class VideoTracker:
         if points is None and box is None:
             raise ValueError("give points with labels, a box, or a mask")
         points, labels, box = one_object(points, labels, box)
+        if defer and normalize_coords:  # corners and clicks as they are (scale 1), scaled by `_scale_pending`
+            coords, labs = prompt_points(points, labels, box, (1, 1), 1, dev, normalize_coords=False)
+            return Prompt(coords[0], labs[0], update_memory=update_memory, pixels=True)
         coords, labs = prompt_points(points, labels, box, (state.height, state.width), size, dev, normalize_coords)
         return Prompt(coords[0], labs[0], update_memory=update_memory)
+
+    @staticmethod
+    def next_size_unknown(state: TrackerState) -> bool:
+        """Whether the next frame's size is unknown until it arrives: always for images, else before the first."""
+        return state.mode == "images" or state.height == 0
 
     def add_prompt(
         self, state: TrackerState, obj_id: int, points=None, labels=None, box=None, mask=None,
@@ -166,17 +185,20 @@ class VideoTracker:
         obj_id = int(obj_id)
         if obj_id not in state.objects and state.max_obj_num is not None and len(state.objects) >= state.max_obj_num:
             raise ValueError(f"at most {state.max_obj_num} objects per session")
-        prompt = self.make_prompt(state, points, labels, box, mask, normalize_coords, update_memory)
+        if frame not in ("next", "current"):
+            raise ValueError("frame must be 'next' or 'current'")
+        defer = frame == "next" and self.next_size_unknown(state)
+        prompt = self.make_prompt(state, points, labels, box, mask, normalize_coords, update_memory, defer)
         if frame == "next":
             old = state.pending.get(obj_id)
             if old is not None and old.coords is not None and prompt.coords is not None and (prompt.labels < 2).all():
+                if old.pixels != prompt.pixels:
+                    raise ValueError("clicks in pixels and in [0, 1] cannot be mixed for one object on one frame")
                 prompt = Prompt(torch.cat([old.coords, prompt.coords]), torch.cat([old.labels, prompt.labels]),
-                                update_memory=prompt.update_memory)
+                                update_memory=prompt.update_memory, pixels=prompt.pixels)
             state.pending[obj_id] = prompt
             state.objects.setdefault(obj_id, ObjectTrack(obj_id))
             return None
-        if frame != "current":
-            raise ValueError("frame must be 'next' or 'current'")
         if state.frame_idx == 0 or state.last_features is None:
             raise ValueError("no current frame to refine: send a frame first (or prompt frame='next')")
         with torch.inference_mode(), autocast(self.device, self.dtype):
@@ -201,7 +223,8 @@ class VideoTracker:
     # ---- frames ---------------------------------------------------------------------------
 
     def track(self, state: TrackerState, frame) -> TrackResult:
-        """Segment every object on the next frame (HWC RGB uint8 at the session's size, or a tensor)."""
+        """Segment every object on the next frame: HWC RGB uint8 (at the session's size in video mode, any size in
+        images mode) or a preprocessed (3, S, S) tensor (the caller sets state.height/width when they change)."""
         return self.track_batch([state], [frame])[0]
 
     def track_batch(self, states: Sequence[TrackerState], frames: Sequence) -> list[TrackResult]:
@@ -209,19 +232,37 @@ class VideoTracker:
         objects whose memory layouts agree in one tracking step. Each result is what `track` gives alone."""
         if len({id(s) for s in states}) != len(states):
             raise ValueError("a session can take one frame per batch")
-        x = torch.cat([self._input(state, frame) for state, frame in zip(states, frames)])  # (N, 3, S, S)
+        inputs = [self._input(state, frame) for state, frame in zip(states, frames)]
+        for state, (_, hw) in zip(states, inputs):
+            if hw is None and state.height == 0:
+                raise ValueError("the frame's size is unknown: set state.height and state.width before tracking "
+                                 "a preprocessed frame")
+        for state, (_, hw) in zip(states, inputs):  # checked: from here on states change
+            if hw is not None:  # images mode (each image its own size), or a session's first frame
+                state.height, state.width = hw
+            self._scale_pending(state)
+        x = torch.cat([t for t, _ in inputs])  # (N, 3, S, S)
         with torch.inference_mode(), autocast(self.device, self.dtype):
             feats = frame_features(self.model, x)
             return self._track_batch(list(states), [feats.row(i) for i in range(len(states))])
 
-    def _input(self, state: TrackerState, frame) -> torch.Tensor:
-        """(1, 3, S, S) model input of a frame (HWC RGB uint8 at the session's size, or a preprocessed tensor)."""
+    def _input(self, state: TrackerState, frame) -> tuple[torch.Tensor, tuple[int, int] | None]:
+        """(1, 3, S, S) model input of a frame, and the size the session takes from it (None: no change)."""
         if isinstance(frame, torch.Tensor) and frame.ndim == 3 and frame.shape[0] == 3:
-            return frame[None].to(self.device, torch.float32)
+            return frame[None].to(self.device, torch.float32), None
         image = as_rgb_uint8(frame)
-        if image.shape[:2] != (state.height, state.width):
-            raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]}, session is {state.width}x{state.height}")
-        return preprocess(image, self.cfg.image_size, self.device, self.resize)[None]
+        hw = image.shape[:2]
+        if not self.next_size_unknown(state) and hw != (state.height, state.width):
+            raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]}, session is {state.width}x{state.height} "
+                             "(only mode='images' takes images of different sizes)")
+        return preprocess(image, self.cfg.image_size, self.device, self.resize)[None], hw
+
+    def _scale_pending(self, state: TrackerState) -> None:
+        """Prompts given in pixels of a frame of unknown size, scaled now that it has arrived."""
+        for obj_id, p in state.pending.items():
+            if p.pixels:
+                coords = to_model_coords(p.coords, (state.height, state.width), self.cfg.image_size)
+                state.pending[obj_id] = Prompt(coords, p.labels, p.mask, p.update_memory)
 
     def _track_batch(self, states: list[TrackerState], feats: list[FrameFeatures]) -> list[TrackResult]:
         outputs: list[dict[int, HeadOutput]] = [{} for _ in states]

@@ -93,6 +93,14 @@ def result_message(result: TrackResult, **extra) -> dict:
     return {"type": "masks", "frame_idx": result.frame_idx, "objects": objects, **extra}
 
 
+def _pending_record(p: TrackPrompt) -> dict:
+    """A prompt waiting for its frame as JSON the store keeps and `TrackPrompt` reads back (the mask by its alias)."""
+    record = p.model_dump(exclude_none=True)
+    if "mask_input" in record:
+        record["mask"] = record.pop("mask_input")
+    return record
+
+
 @dataclass
 class FrameStep:
     """A tracked frame: its result, store notices to send before it, and where the time went."""
@@ -110,7 +118,7 @@ class Session:
     record: SessionRecord
     state: TrackerState
     token: str | None = None  # only known to the replica that created it (sent once to the client)
-    pending: list[dict] = field(default_factory=list)  # checked "next" prompts waiting for the first frame's size
+    pending: list[dict] = field(default_factory=list)  # checked "next" prompts waiting for their frame's size
     notes: list[dict] = field(default_factory=list)  # messages for the client from a step not answered yet
     needs_full_write: bool = False  # a write failed: the next one rewrites everything
     store_down_reported: bool = False
@@ -265,33 +273,39 @@ class TrackSessions:
     async def track_frame(self, session: Session, rgb: np.ndarray) -> FrameStep:
         st = session.state
         hw = rgb.shape[:2]
-        waiting: list[TrackPrompt] = []
-        if st.height == 0:  # size taken from the first frame; prompts that waited for it apply with it
+        waiting: list[tuple[TrackPrompt, np.ndarray | None]] = []
+        sizes_session = st.height == 0 or st.mode == "images"  # this frame's size is the session's from now on
+        if sizes_session:  # prompts that waited for this frame's size are checked against it and apply with it
             for raw in session.pending:
                 prompt = TrackPrompt.model_validate(raw)
                 try:
                     check_inside(prompt.obj_id, prompt, hw)
+                    mask = None if prompt.mask_input is None else decode_rle(prompt.mask_input.model_dump())
                 except errors.Problem as exc:
                     session.notes.append(self._dropped(exc.detail))
                     continue
-                waiting.append(prompt)
-            session.pending = [p.model_dump(exclude_none=True) for p in waiting]
+                except (ValueError, TypeError, KeyError, OverflowError) as exc:  # an RLE that does not decode
+                    session.notes.append(self._dropped(f"object {prompt.obj_id}: mask is not valid RLE: {exc}"))
+                    continue
+                waiting.append((prompt, mask))
+            session.pending = [_pending_record(p) for p, _ in waiting]
         elif hw != (st.height, st.width):
             raise TrackError("bad_frame", f"frame is {rgb.shape[1]}x{rgb.shape[0]}, the session's frames are "
-                                          f"{st.width}x{st.height}")
+                                          f"{st.width}x{st.height} (a video's frames keep one size; start the session "
+                                          "with mode 'images' for images of different sizes)")
         x = await asyncio.to_thread(self.engine.prepare, rgb, self.tracker.resize)
         refused: list[str] = []
 
-        def first_frame() -> None:  # on the worker, in the tracking step itself: a full queue or a deadline
+        def take_size() -> None:  # on the worker, in the tracking step itself: a full queue or a deadline
             st.height, st.width = hw  # leaves the state and the waiting prompts untouched
-            for prompt in waiting:
+            for prompt, mask in waiting:
                 try:
-                    self._add_prompt(st, prompt, "next")
+                    self._add_prompt(st, prompt, "next", mask)
                 except (ValueError, TypeError, KeyError, OverflowError) as exc:  # e.g. too many objects
                     refused.append(str(exc).strip("'\""))
 
         t0 = time.perf_counter()
-        result = await self.engine.track(self.tracker, st, x, before=first_frame if st.height == 0 else None)
+        result = await self.engine.track(self.tracker, st, x, before=take_size if sizes_session else None)
         t1 = time.perf_counter()
         session.pending = []
         session.notes.extend(self._dropped(detail) for detail in refused)
@@ -303,7 +317,7 @@ class TrackSessions:
 
     @staticmethod
     def _dropped(detail: str) -> dict:
-        return TrackError("bad_prompt", f"a prompt sent before the first frame, not applied: {detail}").message()
+        return TrackError("bad_prompt", f"a prompt sent before its frame, not applied: {detail}").message()
 
     def _add_prompt(self, st: TrackerState, p: TrackPrompt, frame: str, mask: np.ndarray | None = None):
         return self.tracker.add_prompt(st, p.obj_id, points=p.points, labels=p.labels, box=p.box, mask=mask,
@@ -337,20 +351,22 @@ class TrackSessions:
         return await self._persist_notes(session) + [{"type": "ack", "for": "reset"}]
 
     async def _apply_prompt(self, session: Session, p: TrackPrompt):
-        """Check a prompt (REST's checks) and apply it, or keep it until the first frame gives the size."""
+        """Check a prompt (REST's checks) and apply it, or keep it until its frame gives the size (the first
+        frame; in images mode every image, each of its own size)."""
         st, s = session.state, self.settings
         if len(p.points or []) > s.max_points:
             raise TrackError("bad_prompt", f"at most {s.max_points} points per prompt")
-        if st.height == 0:
+        waits = st.height == 0 or (st.mode == "images" and p.frame == "next")  # the frame's size is not known yet
+        if waits:
             if p.frame == "current":
                 raise TrackError("bad_prompt", "no frame has been tracked yet: use frame 'next'")
-            if p.mask_input is not None:
+            if p.mask_input is not None and st.mode != "images":
                 raise TrackError("bad_prompt", "a mask needs the frame size: give width and height in start, or "
                                                "send it after the first frame")
             if len(session.pending) >= s.track_max_pending_prompts:
-                raise TrackError("limit", f"{len(session.pending)} prompts already wait for the first frame "
+                raise TrackError("limit", f"{len(session.pending)} prompts already wait for the next frame "
                                           f"(limit {s.track_max_pending_prompts})")
-            session.pending.append(p.model_dump(exclude_none=True))  # written to the store with this step
+            session.pending.append(_pending_record(p))  # written to the store with this step
             return None
         try:
             check_inside(p.obj_id, p, (st.height, st.width))

@@ -148,3 +148,48 @@ def test_remove_and_reset(model, clip):
     assert [o.obj_id for o in tracker.track(state, clip[3]).objects] == [2]
     tracker.reset(state)
     assert tracker.track(state, clip[4]).objects == [] and state.frame_idx == 5
+
+
+def test_images_of_different_sizes_share_memory(model):
+    """Images mode: each image has its own size; prompts are in that image's pixels, masks come back at its size."""
+    tracker = VideoTracker(model)
+    a = synthetic_clip(1, H, W, seed=5)[0]
+    b = synthetic_clip(1, 60, 100, seed=6)[0]
+    c = synthetic_clip(1, 120, 80, seed=7)[0]
+    state = tracker.new_state(0, 0, mode="images", max_obj_num=2)
+    tracker.add_prompt(state, 1, box=[20, 20, 70, 80])
+    assert tracker.track(state, a).objects[0].mask.shape == (H, W)
+    found = tracker.track(state, b)  # object 1 from memory, on a smaller image
+    assert (state.height, state.width) == (60, 100) and found.objects[0].mask.shape == (60, 100)
+    tracker.add_prompt(state, 2, points=[[40, 90]], labels=[1])  # pixels of c, not of b
+    both = tracker.track(state, c).by_id()
+    assert both[1].mask.shape == both[2].mask.shape == (120, 80)
+
+    alone = tracker.new_state(120, 80, mode="images")  # a prompted object ignores memory: same as on c alone
+    tracker.add_prompt(alone, 2, points=[[40, 90]], labels=[1])
+    assert torch.equal(tracker.track(alone, c).by_id()[2].logits, both[2].logits)
+
+
+def test_a_prompt_waiting_for_an_image_of_unknown_size_survives_the_state_codec(model):
+    from model_core.state_codec import state_from_bytes
+
+    tracker = VideoTracker(model)
+    c = synthetic_clip(1, 120, 80, seed=7)[0]
+    state = tracker.new_state(H, W, mode="images")
+    tracker.add_prompt(state, 2, points=[[40, 90]], labels=[1])
+    assert state.pending[2].pixels
+    restored, _ = state_from_bytes(state_to_bytes(state))
+    assert restored.pending[2].pixels
+    fresh = tracker.new_state(120, 80, mode="images")
+    tracker.add_prompt(fresh, 2, points=[[40, 90]], labels=[1])
+    assert torch.equal(tracker.track(restored, c).objects[0].logits, tracker.track(fresh, c).objects[0].logits)
+
+
+def test_a_video_still_refuses_a_frame_of_another_size(model):
+    tracker = VideoTracker(model)
+    state = tracker.new_state(0, 0)  # size from the first frame
+    tracker.add_prompt(state, 1, points=[[40, 48]], labels=[1])
+    tracker.track(state, synthetic_clip(1, H, W)[0])
+    assert (state.height, state.width) == (H, W)
+    with pytest.raises(ValueError, match="only mode='images' takes images of different sizes"):
+        tracker.track(state, np.zeros((60, 100, 3), np.uint8))

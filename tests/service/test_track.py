@@ -154,6 +154,77 @@ def test_malformed_messages_get_errors_and_the_session_lives_on(engine, clip):
         assert recv(ws, "masks")["frame_idx"] == 1
 
 
+def test_images_mode_takes_images_of_different_sizes(engine, model):
+    """Prompts are in the pixels of the image they come before; each image's masks come back at its own size."""
+    a, b, c = (synthetic_clip(1, h, w, seed=s)[0] for h, w, s in ((H, W, 5), (60, 100, 6), (120, 80, 7)))
+    tracker = VideoTracker(model)
+    state = tracker.new_state(0, 0, mode="images")
+    tracker.add_prompt(state, 1, box=[20, 20, 70, 80])
+    expected = [tracker.track(state, a), tracker.track(state, b)]
+    tracker.add_prompt(state, 2, points=[[40, 90]], labels=[1])
+    expected.append(tracker.track(state, c))
+    with TestClient(app_for(engine)) as client, client.websocket_connect("/v1/track") as ws:
+        start(ws, mode="images")
+        ws.send_json({"type": "prompt", "obj_id": 1, "box": [20, 20, 70, 80]})
+        recv(ws, "ack")
+        got = []
+        for image in (a, b):
+            ws.send_bytes(png(image))
+            got.append(recv(ws, "masks"))
+        # y = 90 is off b (100x60) but on c (80x120): a prompt is checked against the image it comes before
+        ws.send_json({"type": "prompt", "obj_id": 2, "points": [[40, 90]], "labels": [1]})
+        recv(ws, "ack")
+        ws.send_json({"type": "prompt", "obj_id": 3, "points": [[95, 10]], "labels": [1]})  # off c: dropped
+        recv(ws, "ack")
+        ws.send_bytes(png(c))
+        dropped = recv(ws, "error")
+        assert dropped["code"] == "bad_prompt" and "outside the 80x120 image" in dropped["detail"]
+        got.append(recv(ws, "masks"))
+    for msg, exp, image in zip(got, expected, (a, b, c)):
+        assert [o["obj_id"] for o in msg["objects"]] == [o.obj_id for o in exp.objects]
+        for o, e in zip(msg["objects"], exp.objects):
+            assert o["rle"]["size"] == list(image.shape[:2])
+            np.testing.assert_array_equal(decode_rle(o["rle"]), e.mask)
+
+
+def test_images_mode_takes_a_mask_prompt_of_the_next_images_size(engine, model):
+    from model_core.mask_ops import encode_rle
+
+    a, c = synthetic_clip(1, H, W, seed=5)[0], synthetic_clip(1, 120, 80, seed=7)[0]
+    mask = np.zeros((120, 80), bool)
+    mask[30:90, 20:60] = True
+    tracker = VideoTracker(model)
+    state = tracker.new_state(0, 0, mode="images")
+    tracker.add_prompt(state, 1, points=[[40, 48]], labels=[1])
+    tracker.track(state, a)
+    tracker.add_prompt(state, 4, mask=mask)
+    expected = tracker.track(state, c).by_id()[4]
+    with TestClient(app_for(engine)) as client, client.websocket_connect("/v1/track") as ws:
+        start(ws, mode="images")
+        ws.send_json({"type": "prompt", "obj_id": 1, "points": [[40, 48]], "labels": [1]})
+        recv(ws, "ack")
+        ws.send_bytes(png(a))
+        recv(ws, "masks")
+        ws.send_json({"type": "prompt", "obj_id": 4, "mask": encode_rle(mask[None])[0]})
+        recv(ws, "ack")
+        ws.send_bytes(png(c))
+        got = {o["obj_id"]: o for o in recv(ws, "masks")["objects"]}
+    np.testing.assert_array_equal(decode_rle(got[4]["rle"]), expected.mask)
+
+
+def test_video_mode_refuses_a_frame_of_another_size_and_lives_on(engine, clip):
+    with TestClient(app_for(engine)) as client, client.websocket_connect("/v1/track") as ws:
+        start(ws)
+        ws.send_bytes(png(clip[0]))
+        recv(ws, "masks")
+        ws.send_bytes(png(cv2.resize(clip[1], (W // 2, H // 2))))
+        err = recv(ws, "error")
+        assert err["code"] == "bad_frame" and f"the session's frames are {W}x{H}" in err["detail"]
+        assert "mode 'images'" in err["detail"]
+        ws.send_bytes(png(clip[1]))
+        assert recv(ws, "masks")["frame_idx"] == 1
+
+
 def test_resume_needs_the_same_key_and_token(engine, clip):
     keys = {"alice": "key-alice-123", "bob": "key-bob-456"}
     app = app_for(engine, api_keys=",".join(hash_key(k) for k in keys.values()))
