@@ -39,6 +39,7 @@ tools() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   fi
   mkdir -p "$WORK"
+  [ -f "$WORK/.gitignore" ] || echo '*' >"$WORK/.gitignore"   # the folder ignores itself
   if [ ! -x "$WORK/compose/bin/podman-compose" ]; then
     log "pip install podman-compose==$PODMAN_COMPOSE_VERSION"
     "$PY" -m venv "$WORK/compose"
@@ -65,7 +66,7 @@ base() {
   rm -f "$WORK/rootfs.tar"
   mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
     "$SUITE" "$WORK/rootfs.tar" "${mirrors[@]}"
-  podman import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+  podman import -q --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' --change 'CMD ["/bin/bash"]' "$WORK/rootfs.tar" "$BASE" >/dev/null
   rm -f "$WORK/rootfs.tar"
 }
@@ -132,7 +133,7 @@ build() {
 }
 
 clean() {
-  podman rmi -f "$IMAGE" "$IMAGE-build" "$REDIS_IMAGE" "$PROMETHEUS_IMAGE" "$BASE" 2>/dev/null || true
+  podman rmi -f "$IMAGE" "$IMAGE-build" "$REDIS_IMAGE" "$PROMETHEUS_IMAGE" "$BASE" >/dev/null 2>&1 || true
   podman image prune -f >/dev/null
 }
 
