@@ -83,6 +83,9 @@ for line in listed.splitlines():  # e.g. global.cert='/etc/ssl/certs/ca-certific
     m = re.match(r"^[^.]*\.([\w-]+)='(.*)'$", line)
     if m and m[1] in keys:
         conf[m[1]] = m[2]
+host_ca = Path("/etc/ssl/certs/ca-certificates.crt")  # the host's CA bundle, also where pip sets none
+if "cert" not in conf and host_ca.exists():
+    conf["cert"] = str(host_ca)
 Path(sys.argv[1]).write_text("[global]\n" + "".join(f"{k} = {v}\n" for k, v in conf.items()))
 mounts = set()
 for k in ("extra-index-url", "find-links", "cert", "index-url"):
