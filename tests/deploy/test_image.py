@@ -50,7 +50,7 @@ def sh(*cmd, env: dict | None = None, check: bool = True, timeout: float = 120) 
 def podman_cannot_run() -> str | None:
     """Why this machine cannot build and run the image (None: it can)."""
     if os.geteuid() != 0:
-        return "the offline image build needs root (apt, mmdebstrap, podman with runc)"
+        return "podman cannot run here: the offline image build needs root (apt, mmdebstrap, podman with runc)"
     if shutil.which("podman") is None and shutil.which("apt-get") is None:
         return "podman is not installed and there is no apt-get to install it"
     return None
