@@ -13,7 +13,8 @@
 #    image that docker/Dockerfile's PYTHON_IMAGE names. Cached: skipped when the image exists.
 # 3. the CPU image from docker/Dockerfile, with the host's pip configuration (index, find-links, CA bundle)
 #    mounted into the build; torch is the CPU wheel that configuration provides (TORCH_VERSION, TORCH_INDEX_URL
-#    override it). Its build stage is kept, tagged, as the layer cache; older ones are pruned.
+#    override it). Its build stage is kept, tagged, as the layer cache; the images a build supersedes are
+#    removed (only those: nothing else in podman's storage is touched).
 # 4. stand-ins for the compose file's redis and prometheus images, from their Debian packages (.ci/images/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -113,6 +114,7 @@ build() {
   config=$(pip_config)
   mounts=$(sed -n 1p <<<"$config"); index=$(sed -n 2p <<<"$config"); links=$(sed -n 3p <<<"$config")
   torch=${TORCH_VERSION:-$(host_cpu_torch "$links")}
+  local old; old=$(image_ids)
   local args=(--format docker --network host --pull=never --ignorefile docker/Dockerfile.dockerignore
               --build-arg "PYTHON_IMAGE=$BASE")   # docker format: OCI drops HEALTHCHECK
   if [ -n "$torch" ]; then
@@ -131,13 +133,24 @@ build() {
     podman build -q --format docker --network host --pull=never --build-arg "BASE=$BASE" \
       -t "$tag" -f ".ci/images/$name.Containerfile" .ci/images >/dev/null
   done
-  podman image prune -f >/dev/null   # superseded build stages (~1.4 GB each)
+  local now id; now=$(image_ids)
+  for id in $old; do   # what this build superseded (each build stage ~1.4 GB), with its intermediate layers
+    grep -qx "$id" <<<"$now" || podman rmi "$id" >/dev/null
+  done
   log "built $IMAGE: $(podman run --rm --no-healthcheck --entrypoint python "$IMAGE" -c 'import torch; print("torch", torch.__version__)')"
 }
 
+image_ids() {
+  local name
+  for name in "$IMAGE" "$IMAGE-build" "$REDIS_IMAGE" "$PROMETHEUS_IMAGE"; do
+    podman image inspect --format '{{.Id}}' "$name" 2>/dev/null || true
+  done
+}
+
 clean() {
-  podman rmi -f "$IMAGE" "$IMAGE-build" "$REDIS_IMAGE" "$PROMETHEUS_IMAGE" "$BASE" >/dev/null 2>&1 || true
-  podman image prune -f >/dev/null
+  local id
+  for id in $(image_ids); do podman rmi -f "$id" >/dev/null; done
+  podman rmi "$BASE" >/dev/null 2>&1 || true
 }
 
 case "${1:-build}" in

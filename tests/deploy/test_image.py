@@ -227,7 +227,6 @@ def stack(image):
         yield {"url": url, "prometheus": f"http://127.0.0.1:{ports['PROMETHEUS_PORT']}", "env": env}
     finally:
         sh(*compose, "down", "-v", env=env, check=False, timeout=300)
-        sh("podman", "image", "prune", "-f", check=False)  # superseded build stages
         left = {kind: sh("podman", kind, "ls", "-q", "--filter", f"name={PROJECT}", check=False).stdout.split()
                 for kind in ("volume", "network")}
         left["container"] = sh("podman", "ps", "-aq", "--filter", f"name={PROJECT}", check=False).stdout.split()
