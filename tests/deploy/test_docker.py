@@ -1,5 +1,5 @@
-"""Dockerfiles: hadolint, and their install steps checked against the project's own install (no docker engine
-here, so nothing is built; see docs/deployment.md)."""
+"""Dockerfiles: hadolint, and their install steps checked against the project's own install. The CPU image is
+built and run for real in test_image.py; the CUDA image's base cannot be pulled here, so it is only checked."""
 
 from __future__ import annotations
 
@@ -180,3 +180,28 @@ def test_base_image_python_satisfies_requires_python():
     cuda = arg(DOCKERFILES["cuda"].read_text(), "CUDA_IMAGE")
     assert "ubuntu24.04" in cuda  # Python 3.12 from Ubuntu 24.04
     assert (3, 12) >= minimum
+
+
+def test_readme_documents_both_dockerfiles_build_args_side_by_side():
+    """README's build-argument table (CPU | CUDA) shows each Dockerfile's own defaults."""
+    section = (REPO / "README.md").read_text().split("### Image build arguments\n", 1)[1].strip().split("\n\n")[0]
+    rows = {}
+    for line in section.splitlines()[2:]:  # past the header and the |---| line
+        name, cpu, cuda = (c.strip() for c in line.strip().strip("|").split("|"))
+        rows[name] = (cpu, cuda)
+    cpu, cuda = DOCKERFILES["cpu"].read_text(), DOCKERFILES["cuda"].read_text()
+
+    def default(text: str, name: str) -> str:  # as written, ${OTHER} unexpanded
+        return re.search(rf"^ARG {name}=(\S*)", text, re.M).group(1).strip('"')
+
+    for name in ("TORCH_VERSION", "TORCH_INDEX_URL"):
+        assert rows[f"`{name}`"] == (f"`{default(cpu, name)}`", f"`{default(cuda, name)}`"), name
+    for name in ("TORCH_CUDA", "CUDA_VERSION"):
+        assert rows[f"`{name}`"][1].startswith(f"`{default(cuda, name)}`"), name
+        assert not re.search(rf"^ARG {name}\b", cpu, re.M)
+    assert rows["base image"] == (f"`PYTHON_IMAGE={default(cpu, 'PYTHON_IMAGE')}`",
+                                  f"`CUDA_IMAGE={default(cuda, 'CUDA_IMAGE')}`")
+    assert default(cpu, "BAKE_MODEL") == default(cuda, "BAKE_MODEL") == "" and rows["`BAKE_MODEL`"][0].startswith("empty")
+    # the CUDA 12 variant the table names is the one the Dockerfile documents
+    assert "--build-arg CUDA_VERSION=12.8.1 --build-arg TORCH_CUDA=cu128" in cuda
+    assert "`cu128` with `CUDA_VERSION=12.8.1`" in rows["`TORCH_CUDA`"][1]
