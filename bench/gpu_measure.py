@@ -178,17 +178,8 @@ def _compiled_tracking(run: Run, key: str) -> None:
             run.record("compile", f"SAM2_COMPILE={mode} warm-up, {key}", time.perf_counter() - t0, unit="s")
         tracker = VideoTracker(model, dtype=run.ours_dtype)
         for k in (1, 8):
-            state = tracker.new_state(480, 640)
-            for i, (x, y) in enumerate(object_prompts(k)):
-                tracker.add_prompt(state, i + 1, points=[[x, y]], labels=[1])
-            times = []
-            for f in frames:
-                t = time.perf_counter()
-                tracker.track(state, f)
-                run.sync()
-                times.append(time.perf_counter() - t)
             run.record("compile", f"tracking fps, {k} object(s), SAM2_COMPILE={mode}, {key}",
-                       len(times[10:]) / sum(times[10:]), unit="fps")
+                       _tracking_fps(run, tracker, k, frames, warm=10), unit="fps")
         del model, tracker
         torch._dynamo.reset()
         if run.device == "cuda":
@@ -223,6 +214,20 @@ def part_amg(run: Run, args) -> None:
                masks=len(mine.generate(image)))
 
 
+def _tracking_fps(run: Run, tracker, k: int, frames, warm: int) -> float:
+    """Our frames/s with k clicked objects on 640x480 frames, from frame `warm` on (memory bank full)."""
+    state = tracker.new_state(480, 640)
+    for i, (x, y) in enumerate(object_prompts(k)):
+        tracker.add_prompt(state, i + 1, points=[[x, y]], labels=[1])
+    times = []
+    for f in frames:
+        t = time.perf_counter()
+        tracker.track(state, f)
+        run.sync()
+        times.append(time.perf_counter() - t)
+    return len(times[warm:]) / sum(times[warm:])
+
+
 def part_video(run: Run, args) -> None:
     """Tracking frames/s from frame 8 on (memory bank full), ours (VideoTracker) vs SAM2VideoPredictor."""
     from sam2.build_sam import build_sam2_video_predictor
@@ -245,16 +250,7 @@ def part_video(run: Run, args) -> None:
         ours = ours_from_reference(ref, name, run.size).to(run.device)
         tracker = VideoTracker(ours, dtype=run.ours_dtype)
         for k in ((1, 2) if run.smoke else (1, 8)):
-            state = tracker.new_state(480, 640)
-            for i, (x, y) in enumerate(object_prompts(k)):
-                tracker.add_prompt(state, i + 1, points=[[x, y]], labels=[1])
-            times = []
-            for f in frames:
-                t = time.perf_counter()
-                tracker.track(state, f)
-                run.sync()
-                times.append(time.perf_counter() - t)
-            ours_fps = len(times[warm:]) / sum(times[warm:])
+            ours_fps = _tracking_fps(run, tracker, k, frames, warm)
             with tempfile.TemporaryDirectory() as tmp, torch.inference_mode(), run.autocast(run.ref_dtype):
                 from model_core.transforms import preprocess
 
