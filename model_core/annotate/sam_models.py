@@ -6,20 +6,9 @@ from pathlib import Path
 
 import torch
 
-from ..build import build_model
-from ..configs import canonical_name
 from ..image_predictor import ImagePredictor
+from ..model_loading import load_model
 from ..modeling.sam2_model import SAM2Model
-from ..weights import closest_model, read_state_dict
-
-
-def torch_device(device: str | torch.device = "") -> torch.device:
-    """Ultralytics' device strings for torch: "" picks CUDA when there is one, "0" / "0,1" mean cuda:0."""
-    text = str(device).strip().lower()
-    if not text:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    first = text.split(",")[0]
-    return torch.device(f"cuda:{first}" if first.isdigit() else first)
 
 
 def image_predictor(sam_model, device: str | torch.device = "", weights: str | Path | None = None,
@@ -36,14 +25,4 @@ def image_predictor(sam_model, device: str | torch.device = "", weights: str | P
     if not isinstance(sam_model, (str, Path)):
         raise TypeError(f"sam_model must be a name, a path, a SAM2Model or an ImagePredictor, "
                         f"got {type(sam_model).__name__}")
-    path = Path(sam_model)
-    if weights is None and path.is_file():
-        weights = path
-        try:
-            name = canonical_name(path.name)
-        except ValueError:
-            name = closest_model(read_state_dict(path))
-    else:
-        name = canonical_name(str(sam_model))
-    model = build_model(name, weights=weights, device=torch_device(device), image_size=image_size)
-    return ImagePredictor(model, dtype=dtype)
+    return ImagePredictor(load_model(sam_model, weights, device, image_size), dtype=dtype)

@@ -81,21 +81,6 @@ class PredictOptions:
         return torch.float16 if self.half and device.type == "cuda" else torch.float32
 
 
-def resolve_device(device: str | int | torch.device | None) -> torch.device:
-    """Ultralytics' device strings: "" or None (a GPU when there is one), "cpu", "0" / 0 (GPU 0), "cuda:1", "mps"."""
-    if isinstance(device, torch.device):
-        return device
-    if device is None or device == "":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    text = str(device).strip().lower()
-    if text.isdigit():
-        return torch.device(f"cuda:{text}")
-    try:
-        return torch.device(text)
-    except RuntimeError as exc:
-        raise ValueError(f"unknown device {device!r}: use 'cpu', '0' (a GPU index), 'cuda:0' or ''") from exc
-
-
 def from_overrides(overrides: dict | None, **defaults) -> PredictOptions:
     """`overrides=dict(...)` of a predictor's constructor, on top of `defaults`."""
     if overrides is not None and not isinstance(overrides, dict):

@@ -10,9 +10,10 @@ import torch
 
 from ..automatic_mask_generator import AutomaticMaskGenerator
 from ..image_predictor import ImagePredictor
+from ..model_loading import resolve_device
 from ..modeling.sam2_model import SAM2Model
 from .loading import at_image_size, load_model, model_summary
-from .options import PredictOptions, resolve_device
+from .options import PredictOptions
 from .prompts import ObjectPrompts, object_prompts
 from .results import Results, make_results
 from .sources import SourceImage, iter_source

@@ -47,7 +47,7 @@ def test_annotate_with_a_yolo_model_yaml_to_coco_offline(tmp_path, capsys):
 
 
 def test_annotate_reports_bad_input_before_loading_anything(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("model_core.annotate.sam_models.build_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr("model_core.model_loading.build_model", lambda *a, **k: pytest.fail("model loaded"))
     assert main(["annotate", str(tmp_path / "nowhere"), *TINY]) == 2
     assert "no such image folder" in capsys.readouterr().err
     images = write_images(tmp_path / "images")
