@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import test_image
-from video_tracking import clip, object_prompts
+from video_tracking import clip, object_prompts, ours_fps
 
 MODELS = {"t": "sam2.1_hiera_tiny", "s": "sam2.1_hiera_small", "b+": "sam2.1_hiera_base_plus",
           "l": "sam2.1_hiera_large"}
@@ -160,7 +160,6 @@ def _compiled_tracking(run: Run, key: str) -> None:
     and how long the service's warm-up takes to build the graphs."""
     import copy
 
-    from model_core.video_tracker import VideoTracker
     from service.metrics import Metrics
     from service.model_work import ModelWork
     from service.settings import Settings
@@ -176,11 +175,10 @@ def _compiled_tracking(run: Run, key: str) -> None:
                              model, Metrics())
             work.load()  # compiles as the service does, and its warm-up builds the graphs
             run.record("compile", f"SAM2_COMPILE={mode} warm-up, {key}", time.perf_counter() - t0, unit="s")
-        tracker = VideoTracker(model, dtype=run.ours_dtype)
         for k in (1, 8):
             run.record("compile", f"tracking fps, {k} object(s), SAM2_COMPILE={mode}, {key}",
-                       _tracking_fps(run, tracker, k, frames, warm=10), unit="fps")
-        del model, tracker
+                       ours_fps(model, frames, k, run.ours_dtype, warm=10, sync=run.sync), unit="fps")
+        del model
         torch._dynamo.reset()
         if run.device == "cuda":
             torch.cuda.empty_cache()
@@ -214,20 +212,6 @@ def part_amg(run: Run, args) -> None:
                masks=len(mine.generate(image)))
 
 
-def _tracking_fps(run: Run, tracker, k: int, frames, warm: int) -> float:
-    """Our frames/s with k clicked objects on 640x480 frames, from frame `warm` on (memory bank full)."""
-    state = tracker.new_state(480, 640)
-    for i, (x, y) in enumerate(object_prompts(k)):
-        tracker.add_prompt(state, i + 1, points=[[x, y]], labels=[1])
-    times = []
-    for f in frames:
-        t = time.perf_counter()
-        tracker.track(state, f)
-        run.sync()
-        times.append(time.perf_counter() - t)
-    return len(times[warm:]) / sum(times[warm:])
-
-
 def part_video(run: Run, args) -> None:
     """Tracking frames/s from frame 8 on (memory bank full), ours (VideoTracker) vs SAM2VideoPredictor."""
     from sam2.build_sam import build_sam2_video_predictor
@@ -248,9 +232,8 @@ def part_video(run: Run, args) -> None:
         from tests.reference import ours_from_reference
 
         ours = ours_from_reference(ref, name, run.size).to(run.device)
-        tracker = VideoTracker(ours, dtype=run.ours_dtype)
         for k in ((1, 2) if run.smoke else (1, 8)):
-            ours_fps = _tracking_fps(run, tracker, k, frames, warm)
+            our_fps = ours_fps(ours, frames, k, run.ours_dtype, warm, sync=run.sync)
             with tempfile.TemporaryDirectory() as tmp, torch.inference_mode(), run.autocast(run.ref_dtype):
                 from model_core.transforms import preprocess
 
@@ -264,10 +247,10 @@ def part_video(run: Run, args) -> None:
                     times.append(now - t)
                     t = now
             ref_fps = len(times[warm:]) / sum(times[warm:])
-            run.record("video", f"tracking frames/s, {key}, {k} object(s)", ours_fps, ref_fps, unit="fps")
+            run.record("video", f"tracking frames/s, {key}, {k} object(s)", our_fps, ref_fps, unit="fps")
         if run.device == "cuda":
-            del state
             torch.cuda.empty_cache()
+            tracker = VideoTracker(ours, dtype=run.ours_dtype)
             before = torch.cuda.memory_allocated()
             states = []
             for _ in range(4):
@@ -279,8 +262,8 @@ def part_video(run: Run, args) -> None:
             torch.cuda.synchronize()
             run.record("video", f"GPU memory per tracking session (1 object, {run.size} px, steady), {key}",
                        (torch.cuda.memory_allocated() - before) / 4 / 2**20, unit="MiB")
-            del states
-        del ref, ours, tracker
+            del states, tracker
+        del ref, ours
         if run.device == "cuda":
             torch.cuda.empty_cache()
 

@@ -32,7 +32,9 @@ def object_prompts(k: int, h: int = 480, w: int = 640) -> list[tuple[float, floa
     return [(float(rng.uniform(0.1, 0.9) * w), float(rng.uniform(0.1, 0.9) * h)) for _ in range(k)]
 
 
-def ours_fps(model, frames, k, dtype) -> float:
+def ours_fps(model, frames, k, dtype, warm: int = WARM, sync=None) -> float:
+    """Our frames/s with k clicked objects, from frame `warm` on (memory bank full). sync: called after each
+    frame, so that a frame's time includes its device work (`torch.cuda.synchronize` on a GPU)."""
     from model_core.video_tracker import VideoTracker
 
     tracker = VideoTracker(model, dtype=dtype)
@@ -43,8 +45,10 @@ def ours_fps(model, frames, k, dtype) -> float:
     for f in frames:
         t = time.perf_counter()
         tracker.track(state, f)
+        if sync is not None:
+            sync()
         times.append(time.perf_counter() - t)
-    return len(times[WARM:]) / sum(times[WARM:])
+    return len(times[warm:]) / sum(times[warm:])
 
 
 def reference_fps(ref, frames, k, dtype, tmp) -> float:
