@@ -4,6 +4,11 @@ Layout of every blob: MAGIC (8 bytes) | header length (u32 LE) | header JSON | t
 A whole state is one blob; for stores that write only what changed, a state also splits into a header
 part and one part per memory-entry field (`state_parts`, `delta_parts`), which `state_from_parts` joins
 again: a step then writes its new entry and deletes what it evicted, never rewriting old tensors.
+
+Versions: 2 marks a state whose frames have sizes of their own (images mode; prompts waiting, in pixels,
+for a frame of unknown size), which a reader of version 1 alone would misread: it refuses it instead.
+Every other state (a video's) is still written as version 1, so that older replicas read it during a
+rolling upgrade. Field parts hold only tensors and stay version 1. This reads both.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from .video_tracker import COND, NON_COND, Prompt, StepDelta, TrackerState
 
 MAGIC = b"SAM2TRK\x00"
 FORMAT = "sam2-tracker-state"
-VERSION = 1
+VERSION = 1  # video states, and field parts
+SIZED_FRAMES_VERSION = 2  # states whose frames have sizes of their own
+READ_VERSIONS = (VERSION, SIZED_FRAMES_VERSION)
 
 _BUFFER_LAYOUTS = {  # torch dtype -> little-endian numpy layout of its buffer; named on the wire as torch names it
     torch.float32: "<f4",
@@ -41,7 +48,7 @@ class StateFormatError(ValueError):
     """Bytes that are not a tracker state of a version we read (truncated, corrupted or foreign)."""
 
 
-def pack(header: dict, tensors: dict[str, torch.Tensor]) -> bytes:
+def pack(header: dict, tensors: dict[str, torch.Tensor], version: int = VERSION) -> bytes:
     """One self-checking blob of a JSON-able header and named tensors."""
     index, chunks, offset = {}, [], 0
     for name, t in tensors.items():
@@ -53,7 +60,7 @@ def pack(header: dict, tensors: dict[str, torch.Tensor]) -> bytes:
         index[name] = {"dtype": dname, "shape": list(t.shape), "offset": offset, "nbytes": len(data)}
         chunks.append(data)
         offset += len(data)
-    head = json.dumps({"format": FORMAT, "version": VERSION, **header, "tensors": index},
+    head = json.dumps({"format": FORMAT, "version": version, **header, "tensors": index},
                       separators=(",", ":")).encode()
     body = MAGIC + struct.pack("<I", len(head)) + head + b"".join(chunks)
     return body + struct.pack("<I", zlib.crc32(body))
@@ -74,8 +81,9 @@ def unpack(blob: bytes, device: str | torch.device = "cpu") -> tuple[dict, dict[
         raise StateFormatError(f"tracker state header is not JSON: {exc}") from exc
     if header.get("format") != FORMAT:
         raise StateFormatError(f"not a tracker state (format {header.get('format')!r})")
-    if header.get("version") != VERSION:
-        raise StateFormatError(f"tracker state version {header.get('version')} is not supported (this reads {VERSION})")
+    if header.get("version") not in READ_VERSIONS:
+        raise StateFormatError(f"tracker state version {header.get('version')!r} is not supported (this reads "
+                               f"versions {', '.join(map(str, READ_VERSIONS))}): written by a newer release?")
     data = memoryview(blob)[12 + hlen : -4]
     tensors = {}
     for name, spec in header.pop("tensors").items():
@@ -112,6 +120,12 @@ def _entry_tensors(e: MemoryEntry, prefix: str = "") -> dict[str, torch.Tensor]:
 
 def _entry_from(tensors: dict[str, torch.Tensor], prefix: str = "") -> MemoryEntry:
     return MemoryEntry(**{attr: tensors.get(prefix + key) for attr, key in _FIELD_KEYS.items()})
+
+
+def format_version(state: TrackerState) -> int:
+    """The version a state is written as: 2 where its frames have sizes of their own, else 1 (see above)."""
+    sized = state.mode == "images" or any(p.pixels for p in state.pending.values())
+    return SIZED_FRAMES_VERSION if sized else VERSION
 
 
 def _meta(state: TrackerState) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -165,7 +179,7 @@ def state_to_bytes(state: TrackerState, extra: dict | None = None) -> bytes:
     for track in state.objects.values():
         for kind, frame, e in _entries_of(track):
             tensors.update(_entry_tensors(e, f"entry/{entry_key(track.obj_id, kind, frame)}/"))
-    return pack({**header, "extra": extra or {}}, tensors)
+    return pack({**header, "extra": extra or {}}, tensors, format_version(state))
 
 
 def state_from_bytes(blob: bytes, device: str | torch.device = "cpu") -> tuple[TrackerState, dict]:
@@ -180,8 +194,9 @@ def state_from_bytes(blob: bytes, device: str | torch.device = "cpu") -> tuple[T
 
 
 def header_part(state: TrackerState, extra: dict | None = None) -> bytes:
+    """Everything but the memory entries, at the state's version (its field parts, tensors only, stay at 1)."""
     header, tensors = _meta(state)
-    return pack({**header, "extra": extra or {}}, tensors)
+    return pack({**header, "extra": extra or {}}, tensors, format_version(state))
 
 
 def _field_parts(key: str, entry: MemoryEntry) -> dict[str, bytes]:
