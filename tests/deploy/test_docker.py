@@ -11,6 +11,7 @@ import pytest
 from .conftest import REPO, run, tool
 
 DOCKERFILES = {"cpu": REPO / "docker" / "Dockerfile", "cuda": REPO / "docker" / "Dockerfile.cuda"}
+IMAGE_EXTRAS = ("video",)  # pyproject extras both images install: PyAV, so `sam2-service track` writes H.264
 
 
 def stages(text: str) -> dict[str, list[str]]:
@@ -72,7 +73,9 @@ def test_install_steps_match_the_project_install(flavour):
         assert any("assert torch.version.cuda" in i for i in build)
     # the project's install (.ci/setup: pip install -e ".[test]") without the editable flag and the test extra
     assert re.search(r'pip install -e "\.\[test\]"', setup)
-    assert any(re.match(r"RUN pip install -c constraints\.txt \.( |$)", i) for i in build)
+    installs = [m for i in build if (m := re.match(r'RUN pip install -c constraints\.txt "\.\[([\w,]+)\]"( |$)', i))]
+    assert len(installs) == 1 and tuple(installs[0][1].split(",")) == IMAGE_EXTRAS
+    assert set(IMAGE_EXTRAS) <= set(pyproject["project"]["optional-dependencies"])
     assert re.search(r'pip install -e "\.\[test\]" -c docker/constraints\.txt', setup)
     assert not any("[test]" in i or "pip install -e" in i for i in build)
     # every file the build of the distribution needs is copied in
@@ -91,7 +94,8 @@ def test_install_steps_match_the_project_install(flavour):
 
 
 def runtime_requirements() -> dict[str, str]:
-    """Every package `pip install .` brings beyond torch, at the version installed in this (the test) environment."""
+    """Every package the images' `pip install ".[video]"` brings beyond torch, at the version installed in this
+    (the test) environment."""
     from importlib.metadata import distribution
 
     from packaging.requirements import Requirement
@@ -99,7 +103,8 @@ def runtime_requirements() -> dict[str, str]:
 
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     found: dict[str, str] = {}
-    todo = [Requirement(d) for d in pyproject["project"]["dependencies"]]
+    extras = [d for extra in IMAGE_EXTRAS for d in pyproject["project"]["optional-dependencies"][extra]]
+    todo = [Requirement(d) for d in pyproject["project"]["dependencies"] + extras]
     while todo:
         req = todo.pop()
         name = canonicalize_name(req.name)
@@ -112,7 +117,8 @@ def runtime_requirements() -> dict[str, str]:
 
 
 def test_images_install_the_versions_ci_tests():
-    """docker/constraints.txt pins every runtime dependency (transitively) at the version the tests ran with."""
+    """docker/constraints.txt pins every runtime dependency, the images' extras' too (transitively), at the version
+    the tests ran with."""
     text = (REPO / "docker" / "constraints.txt").read_text()
     pinned = dict(line.split("==") for line in text.splitlines() if line and not line.startswith("#"))
     expected = runtime_requirements()
