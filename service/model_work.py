@@ -15,6 +15,7 @@ from model_core import (
     AutomaticMaskGenerator, ImageFeatures, ImagePredictor, SAM2Model, VideoTracker, build_model, get_config,
 )
 from model_core.compiled import CompileConfig, compile_model
+from model_core.host_memory import keep_freed_memory
 from model_core.mask_ops import masks_to_boxes
 from model_core.precision import autocast, default_dtype, dtype_name, parse_dtype
 from model_core.transforms import preprocess, upscale_masks
@@ -136,6 +137,8 @@ class ModelWork:
                                      sha256=s.weights_sha256)
         if self.device.type == "cuda":  # process-wide; the service owns its process
             torch.backends.cuda.enable_cudnn_sdp(s.cudnn_attention)
+        if s.host_malloc == "keep" and not keep_freed_memory():  # process-wide too
+            log.info("SAM2_HOST_MALLOC=keep has no effect here (the C library is not glibc)")
         if s.compile != "off":
             compile_model(self.model, CompileConfig(s.compile, buckets=self.batch_buckets))
         self.predictor = ImagePredictor(self.model, dtype=self.dtype)
