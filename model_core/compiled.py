@@ -4,11 +4,13 @@ The image encoder and the memory encoder see static shapes: encoder batches are 
 (1, 2, 4, 8, ...) so that at most one graph per bucket is ever built. The mask decoder and the memory
 attention see varying point counts and memory lengths; they are compiled with automatic dynamic shapes
 (one recompile marks the varying dimension dynamic instead of a graph per length). "reduce-overhead"
-adds CUDA graphs where a graph's shapes repeat (a tracking session's steady state).
+adds CUDA graphs where a graph's shapes repeat (a tracking session's steady state); their outputs are copied
+out, since the next replay reuses the buffers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +51,25 @@ def pad_batch(x: torch.Tensor, size: int) -> torch.Tensor:
     return x if extra == 0 else torch.cat([x, x.new_zeros((extra, *x.shape[1:]))])
 
 
+def owned_outputs(fn):
+    """`fn` with its tensor outputs copied out (in lists, tuples and dataclasses too).
+
+    Under CUDA graphs ("reduce-overhead") a graph's outputs live in buffers that its next replay overwrites,
+    while callers keep them: features in the embedding cache, memories and object pointers in the bank."""
+
+    def copied(value):
+        if isinstance(value, torch.Tensor):
+            return value.clone()
+        if isinstance(value, (list, tuple)):
+            return type(value)(copied(v) for v in value)
+        if dataclasses.is_dataclass(value):
+            return dataclasses.replace(value, **{f.name: copied(getattr(value, f.name))
+                                                 for f in dataclasses.fields(value)})
+        return value
+
+    return lambda *args, **kwargs: copied(fn(*args, **kwargs))
+
+
 def compile_model(model: SAM2Model, cfg: CompileConfig) -> SAM2Model:
     """Compile `model`'s image encoder, memory encoder, memory attention and mask decoder in place.
 
@@ -59,8 +80,13 @@ def compile_model(model: SAM2Model, cfg: CompileConfig) -> SAM2Model:
     # not) beside its dynamic sizes: more than torch's default limit of 8 graphs per function
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
     opts = dict(backend=cfg.backend, mode=None if cfg.mode == "default" or cfg.backend != "inductor" else cfg.mode)
-    image_encoder = torch.compile(model.image_encoder.forward, dynamic=False, **opts)
-    memory_encoder = torch.compile(model.memory_encoder.forward, dynamic=False, **opts)
+
+    def compiled(fn, dynamic: bool | None):
+        graph = torch.compile(fn, dynamic=dynamic, **opts)
+        return owned_outputs(graph) if cfg.mode == "reduce-overhead" and cfg.backend == "inductor" else graph
+
+    image_encoder = compiled(model.image_encoder.forward, dynamic=False)
+    memory_encoder = compiled(model.memory_encoder.forward, dynamic=False)
 
     def encode_images(images: torch.Tensor) -> BackboneOutput:
         n = images.shape[0]  # (B, 3, S, S) -> a bucket of images, then the B real ones' features
@@ -74,6 +100,6 @@ def compile_model(model: SAM2Model, cfg: CompileConfig) -> SAM2Model:
 
     model.image_encoder.forward = encode_images
     model.memory_encoder.forward = encode_memory
-    model.memory_attention.forward = torch.compile(model.memory_attention.forward, dynamic=None, **opts)
-    model.sam_mask_decoder.forward = torch.compile(model.sam_mask_decoder.forward, dynamic=None, **opts)
+    model.memory_attention.forward = compiled(model.memory_attention.forward, dynamic=None)
+    model.sam_mask_decoder.forward = compiled(model.sam_mask_decoder.forward, dynamic=None)
     return model

@@ -415,6 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if args.func in (cmd_segment, cmd_track, cmd_annotate):  # `serve` follows SAM2_HOST_MALLOC instead
+        from model_core.host_memory import keep_freed_memory
+
+        keep_freed_memory()  # the same passes run again and again: keep their memory (README, CPU efficiency)
     return args.func(args)
 
 

@@ -11,7 +11,9 @@ import torch
 from torch._dynamo.utils import counters
 
 from model_core import ImagePredictor, VideoTracker, build_model
-from model_core.compiled import CompileConfig, bucket_for, compile_model, pad_batch
+from model_core.compiled import CompileConfig, bucket_for, compile_model, owned_outputs, pad_batch
+from model_core.modeling.image_encoder import BackboneOutput
+from model_core.modeling.mask_decoder import DecoderOutput
 from tests.fixtures import make_image, synthetic_clip
 
 SIZE = 128
@@ -40,6 +42,24 @@ def test_batches_are_padded_to_buckets():
         CompileConfig("fast")
     with pytest.raises(ValueError, match="increasing"):
         CompileConfig(buckets=(4, 2))
+
+
+def test_owned_outputs_copies_every_tensor_a_caller_keeps():
+    """What reduce-overhead wraps each graph in: its outputs must survive the graph's next replay."""
+    buffer = torch.zeros(2, 3)  # stands in for a CUDA graph's output buffer, reused by every replay
+
+    def replay(value: float):
+        buffer.fill_(value)
+        out = BackboneOutput([buffer[0], buffer[1]], [buffer])
+        return out, (buffer, DecoderOutput(buffer, buffer[:, 0], buffer, buffer[:, :1])), 3
+
+    first = owned_outputs(replay)(1.0)
+    owned_outputs(replay)(2.0)
+    (backbone, (t, decoder), n) = first
+    kept = [*backbone.backbone_fpn, *backbone.vision_pos_enc, t, decoder.masks, decoder.iou_pred,
+            decoder.sam_tokens, decoder.object_score_logits]
+    assert n == 3 and all(bool((k == 1).all()) for k in kept)
+    assert isinstance(backbone, BackboneOutput) and isinstance(decoder, DecoderOutput)
 
 
 def test_encoder_batches_of_any_size_use_one_graph_per_bucket(models):
