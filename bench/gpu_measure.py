@@ -36,6 +36,7 @@ class Run:
         self.device = "cpu" if args.smoke else "cuda"
         self.size = 128 if args.smoke else 1024
         self.ours_dtype = torch.float32 if args.smoke else torch.float16
+        self.compile_backend = "eager" if args.smoke else "inductor"  # smoke: trace only, generate no code
         self.ref_dtype = torch.float32 if args.smoke else torch.bfloat16
         self.out = Path(args.out)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -141,7 +142,7 @@ def part_compile(run: Run, args) -> None:
         for who, model, dtype in (("ours", ours, run.ours_dtype), ("ref", ref, run.ref_dtype)):
             enc = model.image_encoder
             eager = run.timed_ms(lambda: _run(run, enc, x, dtype))
-            enc.forward = torch.compile(enc.forward, dynamic=False)
+            enc.forward = torch.compile(enc.forward, dynamic=False, backend=run.compile_backend)
             t = time.perf_counter()
             _run(run, enc, x, dtype)
             run.sync()
@@ -166,6 +167,13 @@ def _compiled_tracking(run: Run, key: str) -> None:
 
     _, base = run.pair(MODELS[key])
     frames = clip(30)
+    if run.smoke:  # the service's own compile_model, traced with the eager backend (inductor takes minutes here)
+        import functools
+
+        import service.model_work
+        from model_core.compiled import CompileConfig
+
+        service.model_work.CompileConfig = functools.partial(CompileConfig, backend=run.compile_backend)
     for mode in ("off", "default", "reduce-overhead"):
         model = base if mode == "off" else copy.deepcopy(base)
         t0 = time.perf_counter()
