@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -40,13 +41,19 @@ def _cpu_attention_flops(q, k, v, *args, out_shape=None, **kwargs) -> int:
     return sdpa_flop_count(q, k, v)
 
 
-# torch's counter knows the CUDA attention kernels but not the one SDPA picks on the CPU: without this, attention
-# (most of a tracking step's work) would count as zero FLOPs
-_CPU_SDPA = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+def _fused_linear_flops(x, w, *args, out_shape=None, **kwargs) -> int:
+    return 2 * math.prod(x[:-1]) * x[-1] * w[0]
+
+
+# torch's counter knows the CUDA attention kernels but not the one SDPA picks on the CPU (without it, attention,
+# most of a tracking step's work, would count as zero FLOPs), nor oneDNN's fused linear (our modeling/linear.py)
+_CPU_OPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+    _CPU_OPS[torch.ops.mkldnn._linear_pointwise] = _fused_linear_flops
 
 
 def flops_of(fn) -> int:
-    with FlopCounterMode(display=False, custom_mapping=_CPU_SDPA) as counter:
+    with FlopCounterMode(display=False, custom_mapping=_CPU_OPS) as counter:
         fn()
     return counter.get_total_flops()
 

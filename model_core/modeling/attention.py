@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import Linear
 from .position_encoding import axial_rope_angles, rotate_pairs
 
 
@@ -26,10 +27,10 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         if inner % num_heads:
             raise ValueError("num_heads must divide embedding_dim // downsample_rate")
-        self.q_proj = nn.Linear(embedding_dim, inner)
-        self.k_proj = nn.Linear(kv_in_dim, inner)
-        self.v_proj = nn.Linear(kv_in_dim, inner)
-        self.out_proj = nn.Linear(inner, embedding_dim)
+        self.q_proj = Linear(embedding_dim, inner)
+        self.k_proj = Linear(kv_in_dim, inner)
+        self.v_proj = Linear(kv_in_dim, inner)
+        self.out_proj = Linear(inner, embedding_dim)
         self.dropout_p = dropout
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:

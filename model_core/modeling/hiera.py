@@ -8,6 +8,7 @@ from torch import nn
 
 from ..configs import HieraConfig
 from .layers import MLP
+from .linear import Linear
 
 
 def _pool_bhwc(x: torch.Tensor, pool: nn.Module | None) -> torch.Tensor:
@@ -55,8 +56,8 @@ class MultiScaleAttention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.q_pool = q_pool
-        self.qkv = nn.Linear(dim, dim_out * 3)
-        self.proj = nn.Linear(dim_out, dim_out)
+        self.qkv = Linear(dim, dim_out * 3)
+        self.proj = Linear(dim_out, dim_out)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         b, h, w, _ = tokens.shape
@@ -85,7 +86,7 @@ class MultiScaleBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim_out, eps=1e-6)
         self.mlp = MLP(dim_out, 4 * dim_out, dim_out, num_layers=2, activation=nn.GELU)
         if dim != dim_out:
-            self.proj = nn.Linear(dim, dim_out)
+            self.proj = Linear(dim, dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         shortcut = x

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .attention import RoPEAttention
+from .linear import Linear
 
 
 class MemoryAttentionLayer(nn.Module):
@@ -15,8 +16,8 @@ class MemoryAttentionLayer(nn.Module):
         super().__init__()
         self.self_attn = RoPEAttention(d_model, num_heads=1, dropout=dropout)
         self.cross_attn_image = RoPEAttention(d_model, num_heads=1, dropout=dropout, kv_in_dim=mem_dim, rope_k_repeat=True)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.linear1 = Linear(d_model, dim_feedforward)
+        self.linear2 = Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.norm3 = nn.LayerNorm(d_model)
