@@ -1,6 +1,7 @@
 """How much of this machine's own fp32 GEMM rate each workload reaches, ours vs Meta's, same weights, same run.
 
     python bench/efficiency.py [--model sam2.1_hiera_tiny] [--encoder-size 1024] [--track-size 512] [--pairs 7]
+    python bench/efficiency.py --host-malloc system      # glibc's default allocator, for an A/B
 
 FLOPs are counted with torch.utils.flop_counter (matmuls, convolutions, attention) on an untimed call of the same
 work. The host's speed drifts, so every timing is paired with a GEMM timing taken just before
@@ -86,8 +87,10 @@ def click_rows(ref, ours, pairs: int) -> dict:
 
     from model_core import ImagePredictor
 
+    from tests.reference import fit_to_image_size
+
     image = test_image(768, 1024)
-    theirs, mine = SAM2ImagePredictor(ref), ImagePredictor(ours)
+    theirs, mine = fit_to_image_size(SAM2ImagePredictor(ref), ours.image_size), ImagePredictor(ours)
     theirs.set_image(image)
     mine.set_image(image)
     point = dict(point_coords=np.array([[512, 384]]), point_labels=np.array([1]))
@@ -154,8 +157,14 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the fractions here")
     ap.add_argument("--host-malloc", choices=("keep", "system"), default="keep",
                     help="glibc malloc as the service sets it (SAM2_HOST_MALLOC, both sides share it), or its default")
+    ap.add_argument("--plain-linear", action="store_true",
+                    help="ours without the bias fused into oneDNN's GEMM (modeling/linear.py), for an A/B")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
+    if args.plain_linear:
+        from model_core.modeling import linear
+
+        linear._FUSED = None
     if args.host_malloc == "keep":
         from model_core.host_memory import keep_freed_memory
 
