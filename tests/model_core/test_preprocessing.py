@@ -65,25 +65,31 @@ def test_image_predictor_on_images_matches_the_reference(hw):
         assert iou(e_masks[0], g_masks[0]) >= 0.99
 
 
-def test_video_predictor_on_a_jpeg_folder_matches_the_reference(tmp_path):
+def clicked_and_propagated(source: str) -> tuple[dict, dict]:
+    """The reference's and our VideoPredictor's logits per frame of `source`, after one click on frame 0."""
     ref = reference_video_predictor(NAME, SIZE)
     try:
         ours = VideoPredictor(ours_from_reference(ref, NAME, SIZE), progress=False)
-        frames = synthetic_clip(5, 270, 480)
-        for i, f in enumerate(frames):
-            cv2.imwrite(str(tmp_path / f"{i:05d}.jpg"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-        rstate, state = ref.init_state(str(tmp_path)), ours.init_state(str(tmp_path))
+        rstate, state = ref.init_state(source), ours.init_state(source)
+        assert (rstate["video_height"], rstate["video_width"]) == (state.video_height, state.video_width)
+        assert rstate["num_frames"] == state.num_frames
         for s, pred in ((rstate, ref), (state, ours)):
             pred.add_new_points_or_box(s, frame_idx=0, obj_id=1, points=[[150, 135]], labels=[1])
         expected = {f: m for f, _, m in ref.propagate_in_video(rstate)}
-        got = {f: m for f, _, m in ours.propagate_in_video(state)}
-        assert sorted(expected) == sorted(got) == list(range(5))
-        for f in expected:
-            # PIL's fixed-point filter weights put ~0.05% of pixels one grey level off ours: 1.4e-3 measured
-            assert max_rel_diff(expected[f], got[f]) <= 2e-3, f"frame {f}"
-            assert iou(expected[f][0, 0].numpy(), got[f][0, 0].numpy()) >= 0.99, f"frame {f}"
+        return expected, {f: m for f, _, m in ours.propagate_in_video(state)}
     finally:
         restore_torch()
+
+
+def test_video_predictor_on_a_jpeg_folder_matches_the_reference(tmp_path):
+    for i, f in enumerate(synthetic_clip(5, 270, 480)):
+        cv2.imwrite(str(tmp_path / f"{i:05d}.jpg"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    expected, got = clicked_and_propagated(str(tmp_path))
+    assert sorted(expected) == sorted(got) == list(range(5))
+    for f in expected:
+        # PIL's fixed-point filter weights put ~0.05% of pixels one grey level off ours: 1.4e-3 measured
+        assert max_rel_diff(expected[f], got[f]) <= 2e-3, f"frame {f}"
+        assert iou(expected[f][0, 0].numpy(), got[f][0, 0].numpy()) >= 0.99, f"frame {f}"
 
 
 def test_video_predictor_on_an_mp4_stays_close_to_the_reference(tmp_path):
@@ -92,24 +98,13 @@ def test_video_predictor_on_an_mp4_stays_close_to_the_reference(tmp_path):
     on these flat random-weight logits moves mask edges: IoU 0.977 measured, below the 0.99 of the JPEG path
     (PyAV's swscale, bilinear, gave 0.990; no filter we tried gives decord's pixels exactly)."""
     pytest.importorskip("decord", reason="the reference's mp4 reader (the test extra installs it)")
-    ref = reference_video_predictor(NAME, SIZE)
-    try:
-        ours = VideoPredictor(ours_from_reference(ref, NAME, SIZE), progress=False)
-        frames = synthetic_clip(5, 270, 480)
-        video = str(tmp_path / "clip.mp4")
-        writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 10, (480, 270))
-        for f in frames:
-            writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-        writer.release()
-        rstate, state = ref.init_state(video), ours.init_state(video)
-        assert (rstate["video_height"], rstate["video_width"]) == (state.video_height, state.video_width) == (270, 480)
-        assert rstate["num_frames"] == state.num_frames == 5
-        for s, pred in ((rstate, ref), (state, ours)):
-            pred.add_new_points_or_box(s, frame_idx=0, obj_id=1, points=[[150, 135]], labels=[1])
-        expected = {f: m for f, _, m in ref.propagate_in_video(rstate)}
-        got = {f: m for f, _, m in ours.propagate_in_video(state)}
-        assert sorted(expected) == sorted(got) == list(range(5))
-        for f in expected:
-            assert iou(expected[f][0, 0].numpy(), got[f][0, 0].numpy()) >= 0.97, f"frame {f}"
-    finally:
-        restore_torch()
+    video = str(tmp_path / "clip.mp4")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 10, (480, 270))
+    for f in synthetic_clip(5, 270, 480):
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    expected, got = clicked_and_propagated(video)
+    assert sorted(expected) == sorted(got) == list(range(5))
+    for f in expected:
+        assert got[f].shape[-2:] == (270, 480)
+        assert iou(expected[f][0, 0].numpy(), got[f][0, 0].numpy()) >= 0.97, f"frame {f}"
