@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import reference_and_ours, test_image
+from video_tracking import object_prompts
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 WARM = 16  # tracking frames before the memory bank and the pointer list are full (constant work per frame after)
@@ -98,19 +99,14 @@ def click_rows(ref, ours, pairs: int) -> dict:
                                         repeated(lambda: theirs.predict(**point), pairs))}
 
 
-def _prompts(k: int, size: int) -> list[list[float]]:
-    rng = np.random.default_rng(0)
-    return [[float(v) for v in rng.uniform(0.1, 0.9, 2) * size] for _ in range(k)]
-
-
 def ours_steps(model, frames: list[torch.Tensor], k: int, size: int):
     """A function that tracks the next frame each call (frame 0 carries k clicks)."""
     from model_core.video_tracker import VideoTracker
 
     tracker = VideoTracker(model)
     state = tracker.new_state(size, size, num_frames=len(frames))
-    for i, p in enumerate(_prompts(k, size)):
-        tracker.add_prompt(state, i + 1, points=[p], labels=[1])
+    for i, p in enumerate(object_prompts(k, size, size)):
+        tracker.add_prompt(state, i + 1, points=[list(p)], labels=[1])
     it = iter(frames)
     return lambda: tracker.track(state, next(it))
 
@@ -120,8 +116,8 @@ def reference_steps(ref, frames: list[torch.Tensor], k: int, size: int):
 
     pixels = [np.zeros((size, size, 3), np.uint8)] * len(frames)
     state = reference_state(ref, pixels, frames, Path(tempfile.mkdtemp()))
-    for i, p in enumerate(_prompts(k, size)):
-        ref.add_new_points_or_box(state, 0, i + 1, points=[p], labels=[1])
+    for i, p in enumerate(object_prompts(k, size, size)):
+        ref.add_new_points_or_box(state, 0, i + 1, points=[list(p)], labels=[1])
     gen = ref.propagate_in_video(state)
     return lambda: next(gen)
 
