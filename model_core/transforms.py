@@ -51,7 +51,9 @@ def preprocess(image, size: int, device: str | torch.device | None = None, resiz
         raise ValueError(f"unknown resize {resize!r}; use one of {', '.join(RESIZES)}")
     x = torch.as_tensor(np.ascontiguousarray(image)).to(device)  # (H, W, 3) uint8
     x = x.permute(2, 0, 1)[None].float()  # (1, 3, H, W)
-    if resize == "bilinear":
+    if x.shape[-2:] == (size, size):
+        x = x / 255.0  # either filter leaves an image of the target size as it is
+    elif resize == "bilinear":
         x = F.interpolate(x / 255.0, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     else:
         # PIL resizes width, then height, rounding to uint8 (and so clipping the overshoot) after each pass

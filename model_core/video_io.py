@@ -29,6 +29,11 @@ class FrameSource:
     def hw(self) -> tuple[int, int]:
         return self[0].shape[:2]
 
+    def model_input(self, idx: int, size: int) -> np.ndarray | None:
+        """The frame already scaled to (size, size, 3) by the decoder, where the source scales as the reference's
+        reader does (video files with PyAV); None: the caller resizes the frame itself."""
+        return None
+
 
 class ArrayFrames(FrameSource):
     def __init__(self, frames) -> None:
@@ -65,7 +70,8 @@ class FolderFrames(FrameSource):
 
 
 class VideoFileFrames(FrameSource):
-    """Frames of a video file read with OpenCV; sequential reads are cheap, others seek."""
+    """Frames of a video file read with OpenCV; sequential reads are cheap, others seek. Used where PyAV (the
+    `video` extra) is not installed: see av_frames.AVFileFrames."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -101,7 +107,9 @@ def open_video(video) -> FrameSource:
         if path.is_dir():
             return FolderFrames(path)
         if path.is_file():
-            return VideoFileFrames(path)
+            from .av_frames import AVFileFrames
+
+            return AVFileFrames(path) if AVFileFrames.available() else VideoFileFrames(path)
         raise ValueError(f"no such video file or frame folder: {video}")
     if isinstance(video, (list, tuple)) or (isinstance(video, np.ndarray) and video.ndim == 4):
         return ArrayFrames(video)

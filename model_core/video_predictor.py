@@ -59,9 +59,11 @@ class VideoPredictor:
     """Offline video segmentation with Meta's API on our model."""
 
     def __init__(self, model: SAM2Model, dtype: torch.dtype = torch.float32, fill_hole_area: int = 0,
-                 progress: bool = True, resize: str = "bicubic") -> None:
+                 progress: bool = True, resize: str = "reference") -> None:
         self.model = model
-        self.resize = resize  # the reference video loader's filter; "area": OpenCV on the host
+        # "reference": the reference's loader for each source (video files scaled in the decoder as decord does,
+        # where PyAV is installed; image frames PIL-like bicubic); or one filter for all: see transforms.preprocess
+        self.resize = resize
         self.dtype = dtype
         self.progress = progress
         self.fill_hole_area = fill_hole_area
@@ -86,6 +88,11 @@ class VideoPredictor:
 
     def frame_tensor(self, state: VideoState, frame_idx: int) -> torch.Tensor:
         """The preprocessed (3, S, S) input for a frame."""
+        if self.resize == "reference":
+            scaled = state.frames.model_input(frame_idx, self.image_size)
+            if scaled is not None:
+                return preprocess(scaled, self.image_size, self.device)  # already S x S: normalised only
+            return preprocess(state.frames[frame_idx], self.image_size, self.device, "bicubic")
         return preprocess(state.frames[frame_idx], self.image_size, self.device, self.resize)
 
     def _features(self, state: VideoState, frame_idx: int) -> FrameFeatures:

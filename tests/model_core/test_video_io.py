@@ -1,9 +1,12 @@
 """Video sources for VideoPredictor.init_state: mp4 files, JPEG folders and arrays, read lazily."""
 
+import sys
+
 import cv2
 import numpy as np
 import pytest
 
+from model_core.av_frames import AVFileFrames
 from model_core.video_io import FolderFrames, VideoFileFrames, open_video
 from model_core.video_predictor import VideoPredictor
 from tests.model_core.video_fixtures import tracking_model
@@ -23,12 +26,69 @@ def write_mp4(frames, path):
     return path
 
 
-def test_mp4_frames_are_decoded_in_order_and_on_demand(clip, tmp_path):
+def write_h264(frames, path, fps=10):
+    """An H.264 mp4 with B-frames (display order differs from decode order), written with PyAV."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps, options={"bf": "2", "g": "4"})
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for f in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+def test_mp4_frames_are_decoded_on_demand_with_opencv_without_pyav(clip, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "av", None)  # the video extra not installed
     src = open_video(str(write_mp4(clip, tmp_path / "clip.mp4")))
     assert isinstance(src, VideoFileFrames) and len(src) == 6 and src.hw == (64, 96)
     assert src._next == 1  # only the first frame was read (for its size)
     for i in (3, 1, 5):  # random access seeks
         assert np.abs(src[i].astype(int) - clip[i]).mean() < 20  # lossy codec, same picture
+    assert src.model_input(0, 32) is None  # the caller resizes
+
+
+def test_pyav_reads_any_frame_in_any_order_exactly(tmp_path):
+    av = pytest.importorskip("av")
+    clip = synthetic_clip(12, 64, 96)
+    path = write_h264(clip, tmp_path / "clip.mp4")
+    with av.open(str(path)) as c:  # the file is one where decode order is not display order
+        pts = [p.pts for p in c.demux(video=0) if p.size]
+    assert pts != sorted(pts)
+    src = open_video(path)
+    assert isinstance(src, AVFileFrames) and len(src) == 12 and src.hw == (64, 96)
+    in_order = [src[i] for i in range(12)]
+    assert all(np.abs(f.astype(int) - c).mean() < 20 for f, c in zip(in_order, clip))  # lossy, same pictures
+    for i in (11, 3, 0, 7, 6, 2, 9):  # backwards and forwards: each seek lands on exactly that frame
+        assert np.array_equal(src[i], in_order[i]), i
+    with pytest.raises(IndexError):
+        src[12]
+
+
+@pytest.mark.parametrize("writer", [write_mp4, write_h264], ids=["mp4v", "h264"])
+def test_pyav_scales_frames_as_the_reference_reader_does(clip, tmp_path, writer):
+    decord = pytest.importorskip("decord", reason="the reference's mp4 reader (the test extra installs it)")
+    pytest.importorskip("av")
+    path = str(writer(clip, tmp_path / "clip.mp4"))
+    src = open_video(path)
+    for size in (32, 128):  # down and up
+        expected = decord.VideoReader(path, width=size, height=size).get_batch(range(6)).asnumpy()
+        got = np.stack([src.model_input(i, size) for i in (0, 1, 2, 3, 4, 5)])
+        assert got.shape == (6, size, size, 3) and got.dtype == np.uint8
+        assert np.array_equal(got, expected)  # pixel for pixel
+    assert np.array_equal(src.model_input(2, 128), expected[2])  # asked for out of order: the same pixels
+
+
+def test_files_pyav_cannot_read_are_refused_clearly(tmp_path):
+    pytest.importorskip("av")
+    (tmp_path / "notes.mp4").write_text("not a video")
+    with pytest.raises(ValueError, match="cannot open video"):
+        open_video(tmp_path / "notes.mp4")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(ValueError, match="cannot open video"):
+        open_video(tmp_path / "empty.mp4")
 
 
 def test_jpeg_folder_is_ordered_by_frame_number(clip, tmp_path):

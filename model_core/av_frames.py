@@ -1,0 +1,117 @@
+"""Video files decoded with PyAV (ffmpeg), frame-accurately, with the model's input scaled in the decoder.
+
+Meta's video predictor reads an mp4 with decord, which scales each frame to S x S inside ffmpeg (its `scale`
+filter, bilinear, converting YUV to RGB in the same swscale call). `model_input` runs the same filter, so an
+mp4 reaches our model pixel for pixel as it reaches the reference's; resizing decoded RGB frames cannot
+reproduce those pixels (chroma is scaled at its own resolution before the conversion).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .video_io import FrameSource
+
+
+class AVFileFrames(FrameSource):
+    """Random access to a video file's frames in display order; sequential reads decode once, others seek."""
+
+    def __init__(self, path: str | Path) -> None:
+        import av
+
+        self.path = str(path)
+        try:
+            self._container = av.open(self.path)
+        except (av.error.FFmpegError, UnicodeDecodeError) as e:
+            raise ValueError(f"cannot open video {path}: {e}") from None
+        if not self._container.streams.video:
+            self._container.close()
+            raise ValueError(f"{path} has no video stream")
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "AUTO"
+        try:  # display order = sorted presentation times; read from the packets, nothing decoded
+            pts = [p.pts for p in self._container.demux(self._stream) if p.size]
+        except av.error.FFmpegError as e:
+            self._container.close()
+            raise ValueError(f"cannot read video {path}: {e}") from None
+        if not pts:
+            self._container.close()
+            raise ValueError(f"video {path} has no frames")
+        if any(p is None for p in pts):
+            self._container.close()
+            raise ValueError(f"video {path} has frames without timestamps; cannot index it")
+        self._pts = sorted(pts)
+        self._index = {p: i for i, p in enumerate(self._pts)}
+        self._frames = None  # the decoder's iterator, positioned after self._last
+        self._last: tuple[int, object] | None = None  # (index, av.VideoFrame) last decoded
+        self._scalers: dict[int, object] = {}  # size -> configured filter graph
+        self._seek(0)
+
+    @classmethod
+    def available(cls) -> bool:
+        try:
+            import av  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(self._pts)
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return self._frame(0).height, self._frame(0).width
+
+    def __getitem__(self, idx: int) -> np.ndarray:
+        """The frame as decoded, RGB uint8 (H, W, 3)."""
+        return self._frame(idx).to_ndarray(format="rgb24")
+
+    def model_input(self, idx: int, size: int) -> np.ndarray:
+        """The frame scaled to (size, size, 3) RGB uint8 by ffmpeg's bilinear scale filter, as decord does."""
+        import av
+
+        frame = self._frame(idx)
+        graph = self._scalers.get(size)
+        if graph is None:
+            graph = av.filter.Graph()
+            chain = [graph.add_buffer(template=self._stream), graph.add("scale", f"{size}:{size}:flags=bilinear"),
+                     graph.add("format", "rgb24"), graph.add("buffersink")]
+            for a, b in zip(chain, chain[1:]):
+                a.link_to(b)
+            graph.configure()
+            self._scalers[size] = graph
+        graph.push(frame)
+        return graph.pull().to_ndarray()
+
+    def close(self) -> None:
+        self._container.close()
+
+    def _frame(self, idx: int):
+        if not 0 <= idx < len(self._pts):
+            raise IndexError(idx)
+        if self._last is not None and self._last[0] == idx:
+            return self._last[1]
+        if self._last is None or not self._last[0] < idx or idx - self._last[0] > 32:
+            self._seek(idx)  # backwards, or far ahead: from the keyframe before it
+        import av
+
+        try:
+            for frame in self._frames:
+                i = self._index.get(frame.pts)
+                if i is None or i < idx:
+                    continue  # frames before the target (decoded from the keyframe on)
+                self._last = (i, frame)
+                if i == idx:
+                    return frame
+                break
+        except av.error.FFmpegError as e:
+            raise ValueError(f"cannot decode frame {idx} of {self.path}: {e}") from None
+        self._last = None
+        raise ValueError(f"cannot decode frame {idx} of {self.path}")
+
+    def _seek(self, idx: int) -> None:
+        self._container.seek(self._pts[idx], stream=self._stream, backward=True, any_frame=False)
+        self._frames = self._container.decode(self._stream)
+        self._last = None
