@@ -61,6 +61,11 @@ class AVFileFrames(FrameSource):
         return len(self._pts)
 
     @property
+    def fps(self) -> float | None:
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        return float(rate) if rate and 0 < rate < 1000 else None
+
+    @property
     def hw(self) -> tuple[int, int]:
         return self._frame(0).height, self._frame(0).width
 

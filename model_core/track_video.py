@@ -15,6 +15,7 @@ import numpy as np
 
 from .automatic_mask_generator import AutomaticMaskGenerator
 from .track_prompts import FramePrompt, PromptError, check_prompts, merge_by_frame, parse_prompt
+from .transforms import preprocess
 from .video_io import FrameStream, VideoSourceError, open_stream
 from .video_tracker import TrackResult, VideoTracker
 
@@ -54,6 +55,16 @@ def everything_prompts(tracker: VideoTracker, image: np.ndarray, params: Everyth
     )
     records = sorted(generator.generate(image), key=lambda r: -r["predicted_iou"])[: params.max_objects]
     return [FramePrompt(0, first_id + i, mask=r["segmentation"]) for i, r in enumerate(records)]
+
+
+def _model_input(tracker: VideoTracker, stream: FrameStream, image: np.ndarray):
+    """What the tracker takes for a frame: a video file's frame scaled in the decoder as the reference's reader
+    does (as the VideoPredictor reads it), where the stream can and the tracker keeps the reference's filter;
+    otherwise the frame itself, which the tracker resizes."""
+    if tracker.resize != "bicubic":
+        return image
+    scaled = stream.model_input(tracker.cfg.image_size)
+    return image if scaled is None else preprocess(scaled, tracker.cfg.image_size, tracker.device)
 
 
 def track_video(
@@ -98,7 +109,7 @@ def track_video(
                 state.num_frames = None
             for p in plan.pop(f, []):
                 tracker.add_prompt(state, p.obj_id, **p.tracker_kwargs())
-            yield TrackedFrame(f, image, tracker.track(state, image))
+            yield TrackedFrame(f, image, tracker.track(state, _model_input(tracker, stream, image)))
             n = f + 1
         late = sorted(f for f in plan if max_frames is None or f < max_frames)
         if late:

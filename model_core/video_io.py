@@ -134,6 +134,11 @@ class FrameStream:
     def __iter__(self) -> Iterator[np.ndarray]:
         raise NotImplementedError
 
+    def model_input(self, size: int) -> np.ndarray | None:
+        """The frame last yielded, scaled to (size, size, 3) by the decoder where the stream does it as the
+        reference's reader does (video files with PyAV); None: the caller resizes the frame itself."""
+        return None
+
     def close(self) -> None:
         pass
 
@@ -181,15 +186,31 @@ class CaptureStream(FrameStream):
 class SequenceStream(FrameStream):
     """A FrameSource (a JPEG folder, arrays) or any iterable of frames, as a stream."""
 
-    def __init__(self, frames, name: str = "frames", fps: float | None = None) -> None:
+    def __init__(self, frames, name: str = "frames", fps: float | None = None, owned: bool = False) -> None:
         self.frames, self.name, self.fps = frames, name, fps
+        self._owned = owned  # close the source with the stream (one open_stream opened)
+        self._last: int | None = None  # index of the frame last yielded from a FrameSource
         if isinstance(frames, FrameSource):
             self.num_frames, self.exact_length = len(frames), True
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if isinstance(self.frames, FrameSource):
-            return (self.frames[i] for i in range(len(self.frames)))
+            return self._source_frames()
         return (as_rgb_uint8(f) for f in self.frames)
+
+    def _source_frames(self) -> Iterator[np.ndarray]:
+        for i in range(len(self.frames)):
+            self._last = i
+            yield self.frames[i]
+
+    def model_input(self, size: int) -> np.ndarray | None:
+        if self._last is None:
+            return None
+        return self.frames.model_input(self._last, size)
+
+    def close(self) -> None:
+        if self._owned and hasattr(self.frames, "close"):
+            self.frames.close()
 
 
 def _stream_name(source: str) -> str:
@@ -216,6 +237,15 @@ def open_stream(source, timeout_s: float = 10.0) -> FrameStream:
                 return SequenceStream(FolderFrames(path), name=path.name or "frames")
             except ValueError as exc:
                 raise VideoSourceError(str(exc)) from None
+        if path.is_file():
+            from .av_frames import AVFileFrames
+
+            if AVFileFrames.available():  # frame-accurate, exact length, scaled in the decoder as the reference
+                try:
+                    frames = AVFileFrames(path)
+                except ValueError as exc:
+                    raise VideoSourceError(str(exc)) from None
+                return SequenceStream(frames, name=_stream_name(str(path)), fps=frames.fps, owned=True)
         if path.exists():
             return CaptureStream(str(path))
         raise VideoSourceError(f"no such video file, frame folder, camera or URL: {source}")

@@ -15,10 +15,11 @@ from model_core.mask_overlay import draw_tracks
 from model_core.track_prompts import PromptError, load_prompts, merge_by_frame, parse_prompt
 from model_core.track_video import EverythingParams, track_video
 from model_core.video_io import VideoSourceError, open_stream
+from model_core.video_predictor import VideoPredictor
 from model_core.video_tracker import VideoTracker
 from model_core.video_writers import Mp4Writer
 from tests.fixtures import synthetic_clip
-from tests.model_core.video_fixtures import tracking_model
+from tests.model_core.video_fixtures import file_model_inputs, tracking_model
 
 H, W, N = 96, 160, 8
 DISC = {"frame": 0, "obj_id": 1, "points": [[40, 48]], "labels": [1]}
@@ -81,7 +82,7 @@ def test_mp4_masks_as_json_lines_equal_the_tracker_run_by_hand(tracker, clip, tm
             lines.write(tracked.result)
     records = list(read_mask_lines(tmp_path / "masks.jsonl"))
 
-    expected = track_directly(tracker, decode_all(video), [DISC, SQUARE_LATER])
+    expected = track_directly(tracker, file_model_inputs(video, tracker.cfg.image_size), [DISC, SQUARE_LATER])
     assert [r["frame"] for r in records] == list(range(N))
     for record, result in zip(records, expected):
         assert [o["obj_id"] for o in record["objects"]] == ([1, 2] if record["frame"] >= 3 else [1])
@@ -90,6 +91,22 @@ def test_mp4_masks_as_json_lines_equal_the_tracker_run_by_hand(tracker, clip, tm
             assert (obj["iou"], obj["present"]) == (pytest.approx(want.iou), want.present)
     areas = [decode_rle(o["segmentation"]).sum() for r in records for o in r["objects"]]
     assert min(areas) > 0  # real masks, not a vacuous comparison of empty ones
+
+
+def test_an_mp4_is_tracked_as_the_offline_predictor_reads_it(tracker, clip, tmp_path):
+    """Streaming and offline read a video file the same way (scaled in the decoder, as Meta's reader), so
+    `sam2-service track clip.mp4` gives the VideoPredictor's masks on the same file."""
+    pytest.importorskip("av")
+    video = str(write_mp4(clip, tmp_path / "clip.mp4"))
+    offline = VideoPredictor(tracker.model, progress=False)
+    state = offline.init_state(video)
+    offline.add_new_points_or_box(state, 0, 1, points=DISC["points"], labels=DISC["labels"])
+    expected = {f: m for f, _, m in offline.propagate_in_video(state)}
+    tracked = list(track_video(tracker, video, [DISC]))
+    assert [t.frame_idx for t in tracked] == sorted(expected) == list(range(N))
+    for t in tracked:
+        np.testing.assert_array_equal(t.result.objects[0].mask, (expected[t.frame_idx][0, 0] > 0).numpy())
+    assert min(t.result.objects[0].mask.sum() for t in tracked) > 0
 
 
 @pytest.mark.parametrize("backend, codec", [("pyav", "h264"), ("opencv", "mpeg4")])

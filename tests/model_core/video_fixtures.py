@@ -68,3 +68,18 @@ def tracking_model(image_size: int = 128, presence_shift: float = 0.5):
     with torch.no_grad():
         model.sam_mask_decoder.pred_obj_score_head.layers[2].bias.add_(presence_shift)
     return model
+
+
+def file_model_inputs(path, image_size: int) -> list:
+    """What the trackers take for each frame of a video file: scaled in the decoder as Meta's reader does
+    (PyAV, (3, S, S) tensors), or, without PyAV, the RGB frames as OpenCV decodes them."""
+    from model_core.av_frames import AVFileFrames
+    from model_core.transforms import preprocess
+
+    if not AVFileFrames.available():
+        cap, frames = cv2.VideoCapture(str(path)), []
+        while (read := cap.read())[0]:
+            frames.append(cv2.cvtColor(read[1], cv2.COLOR_BGR2RGB))
+        return frames
+    frames = AVFileFrames(path)
+    return [preprocess(frames.model_input(i, image_size), image_size) for i in range(len(frames))]

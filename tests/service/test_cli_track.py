@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import cv2
 import numpy as np
@@ -13,7 +14,7 @@ from model_core.mask_ops import decode_rle
 from model_core.video_tracker import VideoTracker
 from service.cli import main
 from tests.fixtures import synthetic_clip
-from tests.model_core.video_fixtures import tracking_model
+from tests.model_core.video_fixtures import file_model_inputs, tracking_model
 
 H, W, N = 96, 160, 6
 RANDOM = ["--weights", "random", "--image-size", "128", "--no-progress"]
@@ -43,7 +44,8 @@ def decode_all(path) -> list[np.ndarray]:
 
 
 def test_track_a_video_file_to_masks_and_an_overlay(mp4, tmp_path, capsys, monkeypatch):
-    """The masks written are VideoTracker's for the same prompts on the same decoded frames."""
+    """The masks written are VideoTracker's for the same prompts on the same frames, read as the reference reads
+    a video file (scaled in the decoder)."""
     model = tracking_model()  # random weights whose objects read as present: non-empty masks to compare
     monkeypatch.setattr("model_core.build_model", lambda *a, **k: model)
     out = tmp_path / "out"
@@ -57,7 +59,7 @@ def test_track_a_video_file_to_masks_and_an_overlay(mp4, tmp_path, capsys, monke
     tracker.add_prompt(state, 3, points=[[40, 48], [60, 40]], labels=[1, 0])
     records = list(read_mask_lines(out / "clip_masks.jsonl"))
     assert [r["frame"] for r in records] == list(range(N))
-    for record, frame in zip(records, decode_all(mp4)):
+    for record, frame in zip(records, file_model_inputs(mp4, model.image_size)):
         (obj,) = record["objects"]
         want = tracker.track(state, frame).objects[0]
         assert obj["obj_id"] == 3 and want.mask.any()
@@ -137,13 +139,26 @@ def test_malformed_points_are_usage_errors(mp4, point, capsys):
     assert exit_info.value.code == 2 and "X,Y" in capsys.readouterr().err
 
 
-def test_a_prompt_past_the_end_of_a_video_file_is_an_error_after_the_frames_it_has(mp4, tmp_path, capsys):
-    """A container's frame count is only a claim, so the check comes at the end; the outputs hold every frame."""
+def test_a_prompt_past_the_end_of_a_video_file_is_an_error_after_the_frames_it_has(mp4, tmp_path, capsys,
+                                                                                    monkeypatch):
+    """Without PyAV a container's frame count is only a claim, so the check comes at the end; the outputs hold
+    every frame."""
+    monkeypatch.setitem(sys.modules, "av", None)  # OpenCV reads the file
     rc = main(["track", str(mp4), "--point", "40,48", "--prompts", str(_write(tmp_path / "p.json", [
         {"frame": 9, "obj_id": 2, "points": [[40, 48]]}])), "-o", str(tmp_path), *RANDOM])
     assert rc == 2
     assert "error: the video ended after 6 frames, before the prompts on frame(s) [9]" in capsys.readouterr().err
     assert len(list(read_mask_lines(tmp_path / "clip_masks.jsonl"))) == N
+
+
+def test_a_prompt_past_the_end_of_a_video_file_is_refused_before_tracking_with_pyav(mp4, tmp_path, capsys):
+    """PyAV indexes the file's frames, so the length is known and nothing is tracked in vain."""
+    pytest.importorskip("av")
+    rc = main(["track", str(mp4), "--point", "40,48", "--prompts", str(_write(tmp_path / "p.json", [
+        {"frame": 9, "obj_id": 2, "points": [[40, 48]]}])), "-o", str(tmp_path), *RANDOM])
+    assert rc == 2
+    assert "error: prompt for object 2 on frame 9: the video has 6 frames (0..5)" in capsys.readouterr().err
+    assert not (tmp_path / "clip_masks.jsonl").exists()
 
 
 def _write(path, data):
