@@ -8,11 +8,14 @@ reproduce those pixels (chroma is scaled at its own resolution before the conver
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 from .video_io import FrameSource
+
+RECENT_FRAMES = 16  # decoded frames kept: reading backwards seeks once per 16 frames, not once per frame
 
 
 class AVFileFrames(FrameSource):
@@ -44,10 +47,11 @@ class AVFileFrames(FrameSource):
             raise ValueError(f"video {path} has frames without timestamps; cannot index it")
         self._pts = sorted(pts)
         self._index = {p: i for i, p in enumerate(self._pts)}
-        self._frames = None  # the decoder's iterator, positioned after self._last
-        self._last: tuple[int, object] | None = None  # (index, av.VideoFrame) last decoded
+        self._frames = None  # the decoder's iterator
+        self._recent: OrderedDict[int, object] = OrderedDict()  # index -> av.VideoFrame, the latest decoded
+        self._decoded: int | None = None  # index of the frame the decoder gave last (None: seek first)
+        self.seeks = 0
         self._scalers: dict[int, object] = {}  # size -> configured filter graph
-        self._seek(0)
 
     @classmethod
     def available(cls) -> bool:
@@ -96,27 +100,31 @@ class AVFileFrames(FrameSource):
     def _frame(self, idx: int):
         if not 0 <= idx < len(self._pts):
             raise IndexError(idx)
-        if self._last is not None and self._last[0] == idx:
-            return self._last[1]
-        if self._last is None or not self._last[0] < idx or idx - self._last[0] > 32:
+        if idx in self._recent:
+            return self._recent[idx]
+        if self._decoded is None or idx < self._decoded or idx - self._decoded > 32:
             self._seek(idx)  # backwards, or far ahead: from the keyframe before it
         import av
 
         try:
             for frame in self._frames:
                 i = self._index.get(frame.pts)
-                if i is None or i < idx:
-                    continue  # frames before the target (decoded from the keyframe on)
-                self._last = (i, frame)
+                if i is None:
+                    continue
+                self._decoded = i
+                self._recent[i] = frame  # frames before the target too: the next ones a backward read asks for
+                while len(self._recent) > RECENT_FRAMES:
+                    self._recent.popitem(last=False)
                 if i == idx:
                     return frame
-                break
+                if i > idx:
+                    break
         except av.error.FFmpegError as e:
             raise ValueError(f"cannot decode frame {idx} of {self.path}: {e}") from None
-        self._last = None
         raise ValueError(f"cannot decode frame {idx} of {self.path}")
 
     def _seek(self, idx: int) -> None:
         self._container.seek(self._pts[idx], stream=self._stream, backward=True, any_frame=False)
         self._frames = self._container.decode(self._stream)
-        self._last = None
+        self._decoded = None
+        self.seeks += 1

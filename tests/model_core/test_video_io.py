@@ -26,12 +26,12 @@ def write_mp4(frames, path):
     return path
 
 
-def write_h264(frames, path, fps=10):
+def write_h264(frames, path, fps=10, gop=4):
     """An H.264 mp4 with B-frames (display order differs from decode order), written with PyAV."""
     import av
 
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps, options={"bf": "2", "g": "4"})
+        stream = out.add_stream("libx264", rate=fps, options={"bf": "2", "g": str(gop)})
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = "yuv420p"
         for f in frames:
@@ -65,6 +65,20 @@ def test_pyav_reads_any_frame_in_any_order_exactly(tmp_path):
         assert np.array_equal(src[i], in_order[i]), i
     with pytest.raises(IndexError):
         src[12]
+
+
+def test_pyav_reads_backwards_without_a_seek_per_frame(tmp_path):
+    """Reverse propagation reads frames last to first: decoded frames are kept, so a long GOP is decoded once
+    per 16 frames rather than once per frame."""
+    pytest.importorskip("av")
+    clip = synthetic_clip(40, 32, 48)
+    path = write_h264(clip, tmp_path / "clip.mp4", gop=40)  # one keyframe: every backward read decodes from 0
+    forward = AVFileFrames(path)
+    expected = [forward[i] for i in range(40)]
+    assert forward.seeks == 1
+    backward = AVFileFrames(path)
+    assert all(np.array_equal(backward[i], expected[i]) for i in reversed(range(40)))
+    assert backward.seeks == 3  # frames 39, 23 and 7: each decodes from the keyframe and keeps the 16 before
 
 
 @pytest.mark.parametrize("writer", [write_mp4, write_h264], ids=["mp4v", "h264"])
