@@ -48,6 +48,16 @@ class StateFormatError(ValueError):
     """Bytes that are not a tracker state of a version we read (truncated, corrupted or foreign)."""
 
 
+class UnsupportedStateVersion(StateFormatError):
+    """A sound tracker state of a format version this release does not read (written by another release):
+    kept apart from corruption so that a rolling upgrade or downgrade can say so."""
+
+    def __init__(self, version, readable: tuple[int, ...]) -> None:
+        self.version, self.readable = version, readable
+        super().__init__(f"tracker state version {version!r} is not supported (this reads versions "
+                         f"{', '.join(map(str, readable))}): written by a newer release?")
+
+
 def pack(header: dict, tensors: dict[str, torch.Tensor], version: int = VERSION) -> bytes:
     """One self-checking blob of a JSON-able header and named tensors."""
     index, chunks, offset = {}, [], 0
@@ -66,9 +76,9 @@ def pack(header: dict, tensors: dict[str, torch.Tensor], version: int = VERSION)
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-def unpack(blob: bytes, device: str | torch.device = "cpu") -> tuple[dict, dict[str, torch.Tensor]]:
-    """Inverse of `pack`; raises StateFormatError with the reason on anything malformed."""
-    blob = bytes(blob)
+def _header(blob: bytes) -> tuple[dict, int]:
+    """A blob's checked JSON header and its length; StateFormatError (UnsupportedStateVersion for a version
+    this release does not read) otherwise."""
     if len(blob) < len(MAGIC) + 8 or not blob.startswith(MAGIC):
         raise StateFormatError("not a tracker state (bad magic or too short)")
     (crc,) = struct.unpack("<I", blob[-4:])
@@ -82,8 +92,20 @@ def unpack(blob: bytes, device: str | torch.device = "cpu") -> tuple[dict, dict[
     if header.get("format") != FORMAT:
         raise StateFormatError(f"not a tracker state (format {header.get('format')!r})")
     if header.get("version") not in READ_VERSIONS:
-        raise StateFormatError(f"tracker state version {header.get('version')!r} is not supported (this reads "
-                               f"versions {', '.join(map(str, READ_VERSIONS))}): written by a newer release?")
+        raise UnsupportedStateVersion(header.get("version"), READ_VERSIONS)
+    return header, hlen
+
+
+def check_version(blob: bytes) -> int:
+    """The format version of a blob this release reads, without decoding its tensors (e.g. to refuse a state
+    before taking it over); raises like `unpack`."""
+    return _header(bytes(blob))[0]["version"]
+
+
+def unpack(blob: bytes, device: str | torch.device = "cpu") -> tuple[dict, dict[str, torch.Tensor]]:
+    """Inverse of `pack`; raises StateFormatError with the reason on anything malformed."""
+    blob = bytes(blob)
+    header, hlen = _header(blob)
     data = memoryview(blob)[12 + hlen : -4]
     tensors = {}
     for name, spec in header.pop("tensors").items():

@@ -397,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--model", help="sam2.1_t|s|b|l, sam2_t|s|b|l or Meta's names (default sam2.1_t)")
     srv.add_argument("--weights", help="checkpoint path, or 'random' (untrained, offline smoke runs); "
                                        "default: official, cached")
-    srv.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    srv.add_argument("--device", help="cpu, cuda, cuda:1, 0 (a GPU index), ... (default: cuda if available)")
     srv.add_argument("--dtype", help="fp32, bf16 or fp16 (default: fp16 on CUDA, bf16 on CPUs with it, else fp32)")
     srv.add_argument("--image-size", type=int, help="model input size (multiple of 32; default 1024)")
     srv.add_argument("--host", help="address to bind (default 127.0.0.1)")

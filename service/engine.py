@@ -24,13 +24,13 @@ from . import scheduler as sched
 from .embedding_cache import CachedImage
 from .engine_errors import EngineError, NotReady, Overloaded, QueueTimeout
 from .metrics import Metrics
-from .model_work import ImageInput, ModelWork, ObjectGroup, ObjectMasks, resolve_device
+from .model_work import ImageInput, ModelWork, ObjectGroup, ObjectMasks
 from .scheduler import Job, JobSteps, Scheduler, SchedulerConfig, Step
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Engine", "EngineError", "ImageInput", "ObjectGroup", "ObjectMasks", "resolve_device"]
+__all__ = ["Engine", "EngineError", "ImageInput", "ObjectGroup", "ObjectMasks"]
 
 
 def is_fatal_device_error(exc: BaseException) -> bool:

@@ -17,6 +17,7 @@ from model_core import (
 from model_core.compiled import CompileConfig, compile_model
 from model_core.host_memory import keep_freed_memory
 from model_core.mask_ops import masks_to_boxes
+from model_core.model_loading import resolve_device
 from model_core.precision import autocast, default_dtype, dtype_name, parse_dtype
 from model_core.transforms import preprocess, upscale_masks
 
@@ -25,12 +26,6 @@ from .metrics import Metrics
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str | None) -> torch.device:
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 # ---- what handlers hand to the engine --------------------------------------------------------------------

@@ -26,7 +26,9 @@ class Settings(BaseSettings):
     weights_sha256: str | None = Field(
         None, description="sha256 (hex) the downloaded checkpoint must have; a download that differs is refused"
     )
-    device: str | None = Field(None, description="torch device; unset: cuda if available, else cpu")
+    device: str | None = Field(
+        None, description="torch device (cpu, cuda, cuda:1) or a GPU index (0); unset: cuda if available, else cpu"
+    )
     dtype: str | None = Field(
         None, description="fp32, bf16 or fp16 autocast; unset: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32"
     )
@@ -195,13 +197,14 @@ class Settings(BaseSettings):
     @field_validator("device")
     @classmethod
     def _valid_device(cls, value: str | None) -> str | None:
+        """What the engine will resolve (model_core's device strings), checked at start-up."""
         if value is not None:
-            import torch
+            from model_core.model_loading import resolve_device
 
             try:
-                torch.device(value)
-            except RuntimeError:
-                raise ValueError(f"not a torch device: {value!r} (cpu, cuda, cuda:1, ...)") from None
+                resolve_device(value)
+            except ValueError:
+                raise ValueError(f"not a torch device: {value!r} (cpu, cuda, cuda:1, or a GPU index: 0, ...)") from None
         return value
 
     @field_validator("image_size")

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 
 from model_core.mask_ops import decode_rle, encode_rle, masks_to_boxes
-from model_core.state_codec import delta_parts, state_from_parts, state_parts
+from model_core.state_codec import (
+    StateFormatError, UnsupportedStateVersion, check_version, delta_parts, state_from_parts, state_parts,
+)
 from model_core.video_tracker import TrackerState, TrackResult, VideoTracker
 
 from pydantic import BaseModel, ValidationError
@@ -207,6 +209,7 @@ class TrackSessions:
             live = self.live_count(tenant) - (session_id in self.live)
             if live >= self.settings.track_sessions_per_key:
                 raise TrackError("limit", f"this API key already has {live} live sessions here")
+            self._check_readable(session_id, stored.header)  # before the claim: an unreadable one stays as it is
             try:  # from now on every earlier connection's write is refused: it is told session_moved
                 rec.version = await self.store.claim(session_id, rec.version)
                 break
@@ -221,6 +224,8 @@ class TrackSessions:
         try:
             state, extra = await asyncio.to_thread(state_from_parts, stored.header, stored.entries,
                                                    self.engine.device)
+        except UnsupportedStateVersion as exc:  # a memory-entry part of another release's format
+            raise self._unsupported(session_id, exc) from None
         except (ValueError, KeyError) as exc:
             raise self._incomplete(session_id, exc) from None
         session = Session(rec, state, pending=list(extra.get("pending_prompts", [])))
@@ -242,6 +247,28 @@ class TrackSessions:
         if stored is None:
             raise TrackError("not_found", "no such session (it expired, was closed, or never existed)")
         return stored
+
+    def _check_readable(self, session_id: str, header: bytes) -> None:
+        """Refuse a session whose state this replica cannot read, before taking it over: a state written by
+        another release (during a rolling upgrade or downgrade) stays untouched for a replica that reads it."""
+        try:
+            check_version(header)
+        except UnsupportedStateVersion as exc:
+            raise self._unsupported(session_id, exc) from None
+        except StateFormatError as exc:
+            raise self._incomplete(session_id, exc) from None
+
+    def _unsupported(self, session_id: str, exc: UnsupportedStateVersion) -> TrackError:
+        """A session stored in a state format version this replica does not read: counted, and said so."""
+        readable = ", ".join(map(str, exc.readable))
+        log.warning("session %s is stored as state version %r, this replica reads %s: refused", session_id,
+                    exc.version, readable)
+        self.metrics.errors.labels("state_version_unsupported").inc()
+        return TrackError("state_version_unsupported",
+                          f"the session's stored state is format version {exc.version!r}, this replica reads "
+                          f"versions {readable}: it was written by another release of the service (a rolling "
+                          "upgrade or downgrade?). It is kept as it is: resume it on a replica that reads that "
+                          "version, or start a new session")
 
     def _incomplete(self, session_id: str, exc: Exception) -> TrackError:
         """A session missing some of its keys (evicted): counted, and answered like one that does not exist."""

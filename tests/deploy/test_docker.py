@@ -3,6 +3,7 @@ built and run for real in test_image.py; the CUDA image's base cannot be pulled 
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 
@@ -46,12 +47,22 @@ def test_hadolint(flavour):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def replaced(text: str, old: str, new: str) -> str:
+    """text with old replaced, failing if old is not in it (an edit that no longer applies tests nothing)."""
+    assert old in text, f"{old!r} is not in the file any more"
+    return text.replace(old, new)
+
+
 def test_hadolint_can_fail(tmp_path):
+    """The CPU Dockerfile run as root (DL3002) and with a `cd` inside a RUN (DL3003): hadolint reports both."""
+    text = DOCKERFILES["cpu"].read_text()
+    text = replaced(text, "USER 10001:10001", "USER root")
+    text = replaced(text, "RUN pip install -r constraints.txt", "RUN cd /src && pip install -r constraints.txt")
     bad = tmp_path / "Dockerfile"
-    bad.write_text(DOCKERFILES["cpu"].read_text().replace("USER 10001:10001", "USER root")
-                   .replace('RUN pip install . \\', 'RUN cd /src && pip install . \\'))
-    proc = run([tool("hadolint"), "--no-color", bad], check=False)
-    assert proc.returncode != 0 and ("DL3002" in proc.stdout or "DL3003" in proc.stdout), proc.stdout
+    bad.write_text(text)
+    proc = run([tool("hadolint"), "--no-color", "--format", "json", bad], check=False)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert {"DL3002", "DL3003"} <= {finding["code"] for finding in json.loads(proc.stdout)}, proc.stdout
 
 
 @pytest.mark.parametrize("flavour", DOCKERFILES)

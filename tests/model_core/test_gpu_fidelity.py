@@ -44,10 +44,15 @@ def true_fp32():
     """fp32 means fp32: TF32 matmuls/convolutions would alone move logits by ~1e-3."""
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    torch.set_grad_enabled(False)
     yield
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-    torch.set_grad_enabled(True)
+
+
+@pytest.fixture(autouse=True)
+def no_grad():
+    """Inference only, for each test alone (grad mode is global: tests/conftest.py checks that none leaks)."""
+    with torch.no_grad():
+        yield
 
 
 @functools.lru_cache(maxsize=None)

@@ -26,7 +26,6 @@ def test_position_embedding_follows_weights_loaded_after_a_pass():
 def test_position_embedding_is_not_kept_while_training():
     model = build_model("sam2.1_t", weights="random", image_size=128)
     trunk = model.image_encoder.trunk.requires_grad_(True)
-    with torch.enable_grad():  # whatever an earlier test left set
-        trunk(torch.randn(1, 3, 128, 128))[-1].sum().backward()
+    trunk(torch.randn(1, 3, 128, 128))[-1].sum().backward()
     assert trunk.pos_embed.grad is not None and trunk.pos_embed.grad.abs().sum() > 0
     assert trunk._pos_cache is None

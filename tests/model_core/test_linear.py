@@ -42,8 +42,7 @@ def test_training_autocast_and_other_dtypes_take_nn_linear(monkeypatch):
     plain, fused = pair()
     monkeypatch.setattr(linear, "_FUSED", lambda *a: pytest.fail("fused call where nn.Linear was due"))
     x = torch.randn(4, 96, requires_grad=True)
-    with torch.enable_grad():  # autograd (whatever an earlier test left set): gradients flow as through nn.Linear
-        fused(x).sum().backward()
+    fused(x).sum().backward()  # autograd: gradients flow as through nn.Linear
     assert x.grad is not None and fused.weight.grad is not None
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert fused(x).dtype == plain(x).dtype == torch.bfloat16

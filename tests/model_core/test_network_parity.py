@@ -5,7 +5,13 @@ import torch
 
 from tests.reference import max_rel_diff, ours_from_reference, reference_model
 
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def no_grad():
+    """Forward passes only, and for each test alone (not the whole process from this module's import on)."""
+    with torch.no_grad():
+        yield
 
 
 def _pair(name, image_size=None):
@@ -35,8 +41,9 @@ def test_backbone_features_and_position_encodings_match_at_1024(name):
 def tiny_features():
     """Reference backbone output of a 1024 px random image, prepared as SAM2ImagePredictor does."""
     ref, ours = _pair("sam2.1_hiera_tiny")
-    out = ref.forward_image(_image(1024, seed=2))
-    embed = out["vision_features"] + ref.no_mem_embed.reshape(1, -1, 1, 1)
+    with torch.no_grad():  # set up before the per-test no_grad
+        out = ref.forward_image(_image(1024, seed=2))
+        embed = out["vision_features"] + ref.no_mem_embed.reshape(1, -1, 1, 1)
     return ref, ours, embed, out["backbone_fpn"][:2]
 
 

@@ -9,6 +9,8 @@ import torch
 from model_core import state_codec
 from model_core.state_codec import (
     StateFormatError,
+    UnsupportedStateVersion,
+    check_version,
     delta_parts,
     state_from_bytes,
     state_from_parts,
@@ -156,3 +158,16 @@ def test_an_unknown_version_is_refused_clearly(images_state):
     future = future[:-4] + struct.pack("<I", zlib.crc32(future[:-4]))
     with pytest.raises(StateFormatError, match=r"version 3 is not supported \(this reads versions 1, 2\)"):
         state_from_bytes(future)
+
+
+def test_the_version_is_checked_from_the_header_alone(images_state):
+    blob = state_to_bytes(images_state)
+    assert check_version(blob) == 2
+    future = blob.replace(b'"version":2', b'"version":3')
+    future = future[:-4] + struct.pack("<I", zlib.crc32(future[:-4]))
+    with pytest.raises(UnsupportedStateVersion) as exc:
+        check_version(future)
+    assert (exc.value.version, exc.value.readable) == (3, (1, 2))
+    with pytest.raises(StateFormatError, match="checksum") as exc:  # corruption is not a version question
+        check_version(blob[:-1] + bytes([blob[-1] ^ 0xFF]))
+    assert not isinstance(exc.value, UnsupportedStateVersion)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -133,6 +135,43 @@ def test_a_partly_evicted_session_is_rewritten_live_and_refused_cleanly_on_resum
             ws.send_json({"type": "resume", "session_id": sid, "resume_token": token})
             err = recv(ws, "error")
             assert err["code"] == "not_found" and "incomplete" in err["detail"], err
+
+
+def as_version(blob: bytes, version: int) -> bytes:
+    """A version 1 state blob relabelled as another format version (as another release would write it)."""
+    body = blob[:-4].replace(b'"version":1,', f'"version":{version},'.encode(), 1)
+    assert body != blob[:-4] and len(body) == len(blob) - 4
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def stored_keys(r: redis.Redis) -> dict:
+    """Every key in Redis with its serialised value."""
+    return {k: r.dump(k) for k in sorted(r.keys("*"))}
+
+
+def test_a_state_of_a_version_this_replica_cannot_read_is_refused_and_left_as_it_is(engine, clip, redis_server,
+                                                                                   rdb):
+    """A session stored by a newer release (format version 3), resumed here during a rolling upgrade: its own
+    error naming both versions; the stored session is not taken over, and the connection that has it goes on."""
+    before = engine.metrics.value("sam2_errors_total", {"kind": "state_version_unsupported"})
+    with TestClient(app_for(engine, redis_url=redis_server.url)) as client:
+        with client.websocket_connect("/v1/track") as live:
+            hello = start(live)
+            live.send_json(CLICK)
+            recv(live, "ack")
+            frame_and_masks(live, clip[0])
+            (header_key,) = rdb.keys("*:header")
+            rdb.set(header_key, as_version(rdb.get(header_key), 3), keepttl=True)
+            stored = stored_keys(rdb)
+            with client.websocket_connect("/v1/track") as ws:
+                ws.send_json({"type": "resume", "session_id": hello["session_id"],
+                              "resume_token": hello["resume_token"]})
+                err = recv(ws, "error")
+                assert err["code"] == "state_version_unsupported", err
+                assert "format version 3, this replica reads versions 1, 2" in err["detail"], err
+            assert stored_keys(rdb) == stored
+            assert frame_and_masks(live, clip[1])["frame_idx"] == 1  # not session_moved: still its writer
+    assert engine.metrics.value("sam2_errors_total", {"kind": "state_version_unsupported"}) == before + 1
 
 
 def test_real_allkeys_lru_eviction_never_breaks_a_session(engine, clip, redis_server, rdb):

@@ -6,8 +6,11 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from pydantic import ValidationError
 
+from service.metrics import Metrics
+from service.model_work import ModelWork
 from service.settings import Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -51,3 +54,11 @@ def test_model_settings_are_checked_at_start_up(monkeypatch, name, value, messag
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match=message):
         Settings()
+
+
+@pytest.mark.parametrize("value, device", [("cpu", "cpu"), (" CPU ", "cpu"), ("cuda:1", "cuda:1"), ("0", "cuda:0")])
+def test_the_device_setting_is_read_as_model_core_reads_devices(value, device):
+    """SAM2_DEVICE takes what every model_core entry point takes (Ultralytics' GPU index too), and the engine's
+    model goes where model_core puts it."""
+    work = ModelWork(Settings(weights="random", dtype="fp32", device=value), None, Metrics())
+    assert work.device == torch.device(device)
