@@ -54,19 +54,19 @@ def main() -> None:
 
         def ours():
             src = AVFileFrames(path)
-            return torch.stack([preprocess(src.model_input(i, s), s) for i in range(len(src))])
+            return [preprocess(src.model_input(i, s), s) for i in range(len(src))]  # per frame, as predictors take them
 
         def ours_opencv():
             src = VideoFileFrames(path)
-            return torch.stack([preprocess(src[i], s, resize="bicubic") for i in range(len(src))])
+            return [preprocess(src[i], s, resize="bicubic") for i in range(len(src))]
 
         def reference():
             return load_video_frames_from_video_file(str(path), s, True, compute_device=torch.device("cpu"))[0]
 
-        got, expected = ours(), reference()
+        got, expected = torch.stack(ours()), reference()
         print(f"{n} frames {w}x{h} -> {s}x{s}; ours equal to the reference's: max |diff| "
               f"{(got - expected).abs().max().item():.2e}; OpenCV path: mean |diff| "
-              f"{(ours_opencv() - expected).abs().mean().item():.2e}")
+              f"{(torch.stack(ours_opencv()) - expected).abs().mean().item():.2e}")
         ref_t = timed(reference, args.repeat)
         rows = [("PyAV, scaled in the decoder (the default)", timed(ours, args.repeat) / n * 1e3, ref_t / n * 1e3),
                 ("OpenCV + bicubic (without PyAV)", timed(ours_opencv, args.repeat) / n * 1e3, ref_t / n * 1e3)]

@@ -49,19 +49,21 @@ def preprocess(image, size: int, device: str | torch.device | None = None, resiz
         return _preprocess_opencv(np.asarray(image), size).to(device)
     if resize not in RESIZES:
         raise ValueError(f"unknown resize {resize!r}; use one of {', '.join(RESIZES)}")
-    x = torch.as_tensor(np.ascontiguousarray(image)).to(device)  # (H, W, 3) uint8
-    x = x.permute(2, 0, 1)[None].float()  # (1, 3, H, W)
+    x = torch.as_tensor(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None]  # (1, 3, H, W) uint8
+    # the reference's arithmetic in its order (x / 255, - mean, / std), in place on tensors of our own
     if x.shape[-2:] == (size, size):
-        x = x / 255.0  # either filter leaves an image of the target size as it is
+        x = x.contiguous().to(torch.float32, copy=True).div_(255.0)  # either filter leaves it as it is
     elif resize == "bilinear":
-        x = F.interpolate(x / 255.0, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        x = x.to(torch.float32, copy=True).div_(255.0)
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     else:
         # PIL resizes width, then height, rounding to uint8 (and so clipping the overshoot) after each pass
+        x = x.float()
         for hw in ((x.shape[2], size), (size, size)):
             x = F.interpolate(x, size=hw, mode="bicubic", align_corners=False, antialias=True).round_().clamp_(0, 255)
-        x = x / 255.0
+        x = x.div_(255.0)
     mean, std = _normalisation(x.device)
-    return ((x[0] - mean) / std).contiguous()
+    return x[0].sub_(mean).div_(std).contiguous()
 
 
 @functools.lru_cache(maxsize=None)
