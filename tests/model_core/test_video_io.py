@@ -85,6 +85,7 @@ def test_pyav_reads_backwards_without_a_seek_per_frame(tmp_path):
 def test_pyav_scales_frames_as_the_reference_reader_does(clip, tmp_path, writer):
     decord = pytest.importorskip("decord", reason="the reference's mp4 reader (the test extra installs it)")
     pytest.importorskip("av")
+    decord.bridge.set_bridge("native")  # numpy arrays (the reference's loader switches it to torch)
     path = str(writer(clip, tmp_path / "clip.mp4"))
     src = open_video(path)
     for size in (32, 128):  # down and up
