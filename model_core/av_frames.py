@@ -104,6 +104,16 @@ class AVFileFrames(FrameSource):
             return self._recent[idx]
         if self._decoded is None or idx < self._decoded or idx - self._decoded > 32:
             self._seek(idx)  # backwards, or far ahead: from the keyframe before it
+        frame = self._decode_to(idx)
+        if frame is None:  # the seek landed past it (MPEG-TS seeks coarsely): decode from the start instead
+            self._rewind()
+            frame = self._decode_to(idx)
+        if frame is None:
+            raise ValueError(f"cannot decode frame {idx} of {self.path}")
+        return frame
+
+    def _decode_to(self, idx: int):
+        """Decode on to frame idx, keeping what is decoded on the way; None if the decoder passes it or ends."""
         import av
 
         try:
@@ -115,16 +125,26 @@ class AVFileFrames(FrameSource):
                 self._recent[i] = frame  # frames before the target too: the next ones a backward read asks for
                 while len(self._recent) > RECENT_FRAMES:
                     self._recent.popitem(last=False)
-                if i == idx:
-                    return frame
-                if i > idx:
-                    break
+                if i >= idx:
+                    return frame if i == idx else None
         except av.error.FFmpegError as e:
             raise ValueError(f"cannot decode frame {idx} of {self.path}: {e}") from None
-        raise ValueError(f"cannot decode frame {idx} of {self.path}")
+        return None
 
     def _seek(self, idx: int) -> None:
         self._container.seek(self._pts[idx], stream=self._stream, backward=True, any_frame=False)
+        self._frames = self._container.decode(self._stream)
+        self._decoded = None
+        self.seeks += 1
+
+    def _rewind(self) -> None:
+        """Open the file again and decode from its first frame."""
+        import av
+
+        self._container.close()
+        self._container = av.open(self.path)
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "AUTO"
         self._frames = self._container.decode(self._stream)
         self._decoded = None
         self.seeks += 1

@@ -109,7 +109,12 @@ def open_video(video) -> FrameSource:
         if path.is_file():
             from .av_frames import AVFileFrames
 
-            return AVFileFrames(path) if AVFileFrames.available() else VideoFileFrames(path)
+            if AVFileFrames.available():
+                try:
+                    return AVFileFrames(path)
+                except ValueError:  # e.g. a raw H.264 stream, without timestamps to index: OpenCV may read it
+                    pass
+            return VideoFileFrames(path)
         raise ValueError(f"no such video file or frame folder: {video}")
     if isinstance(video, (list, tuple)) or (isinstance(video, np.ndarray) and video.ndim == 4):
         return ArrayFrames(video)
@@ -243,9 +248,10 @@ def open_stream(source, timeout_s: float = 10.0) -> FrameStream:
             if AVFileFrames.available():  # frame-accurate, exact length, scaled in the decoder as the reference
                 try:
                     frames = AVFileFrames(path)
-                except ValueError as exc:
-                    raise VideoSourceError(str(exc)) from None
-                return SequenceStream(frames, name=_stream_name(str(path)), fps=frames.fps, owned=True)
+                except ValueError:  # e.g. a raw H.264 stream, without timestamps to index: OpenCV may read it
+                    pass
+                else:
+                    return SequenceStream(frames, name=_stream_name(str(path)), fps=frames.fps, owned=True)
         if path.exists():
             return CaptureStream(str(path))
         raise VideoSourceError(f"no such video file, frame folder, camera or URL: {source}")

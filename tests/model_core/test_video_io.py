@@ -26,11 +26,11 @@ def write_mp4(frames, path):
     return path
 
 
-def write_h264(frames, path, fps=10, gop=4):
-    """An H.264 mp4 with B-frames (display order differs from decode order), written with PyAV."""
+def write_h264(frames, path, fps=10, gop=4, container=None):
+    """An H.264 video with B-frames (display order differs from decode order), written with PyAV."""
     import av
 
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", format=container) as out:
         stream = out.add_stream("libx264", rate=fps, options={"bf": "2", "g": str(gop)})
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = "yuv420p"
@@ -50,10 +50,12 @@ def test_mp4_frames_are_decoded_on_demand_with_opencv_without_pyav(clip, tmp_pat
     assert src.model_input(0, 32) is None  # the caller resizes
 
 
-def test_pyav_reads_any_frame_in_any_order_exactly(tmp_path):
+@pytest.mark.parametrize("name, container", [("clip.mp4", None), ("clip.ts", "mpegts")])
+def test_pyav_reads_any_frame_in_any_order_exactly(tmp_path, name, container):
+    """MPEG-TS seeks coarsely (to its first frame, nothing comes back): the reader then decodes from the start."""
     av = pytest.importorskip("av")
     clip = synthetic_clip(12, 64, 96)
-    path = write_h264(clip, tmp_path / "clip.mp4")
+    path = write_h264(clip, tmp_path / name, container=container)
     with av.open(str(path)) as c:  # the file is one where decode order is not display order
         pts = [p.pts for p in c.demux(video=0) if p.size]
     assert pts != sorted(pts)
