@@ -70,7 +70,8 @@ class RoPEAttention(Attention):
         self._head_dim = self.internal_dim // self.num_heads
 
     def _rotations(self, n: int, device: torch.device) -> torch.Tensor:
-        """Unit complex rotations for a square grid of n tokens: (n, D / 2)."""
+        """Unit complex rotations for a square grid of n tokens: (n, D / 2); compiled, as real (n, D / 2, 2)
+        cosines and sines (see rotate_pairs)."""
         key = (n, str(device))
         if key in self._angles:
             return self._angles[key]
@@ -78,9 +79,10 @@ class RoPEAttention(Attention):
         if side * side != n:
             raise ValueError(f"RoPE attention needs a square token grid, got {n} tokens")
         ang = axial_rope_angles(self._head_dim, side, side, self.rope_theta).to(device)
+        if torch.compiler.is_compiling():  # a constant of the graph (a cache would be a guard), in reals
+            return torch.stack([ang.cos(), ang.sin()], dim=-1)
         rotations = torch.polar(torch.ones_like(ang), ang)
-        if not torch.compiler.is_compiling():  # compiled: a constant of the graph (a cache would be a guard)
-            self._angles[key] = rotations
+        self._angles[key] = rotations
         return rotations
 
     def forward(

@@ -92,6 +92,13 @@ def axial_rope_angles(dim: int, end_x: int, end_y: int, theta: float = 10000.0) 
 
 
 def rotate_pairs(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
-    """Rotate consecutive channel pairs of x (..., L, D), read as complex numbers, by unit complex (L, D/2)."""
+    """Rotate consecutive channel pairs of x (..., L, D), read as complex numbers, by unit complex (L, D/2).
+
+    `rotations` may instead be real (L, D/2, 2) cosines and sines: the same product in real arithmetic, for
+    torch.compile (inductor generates no code for complex ops and would leave them to eager kernels)."""
+    if not rotations.is_complex():
+        a, b = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+        cos, sin = rotations.unbind(-1)
+        return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2).type_as(x)
     xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
     return torch.view_as_real(xc * rotations).flatten(-2).type_as(x)

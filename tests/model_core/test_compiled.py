@@ -1,9 +1,12 @@
 """SAM2_COMPILE's compile_model: same masks, and a bounded number of graphs whatever the traffic.
 
-Inductor's code generation takes minutes on 2 CPU cores, so these tests trace with the "eager" backend:
+Inductor's code generation takes minutes on 2 CPU cores, so these tests trace with the "eager" backend (but one):
 TorchDynamo captures and guards exactly the graphs inductor would compile (what recompiles is decided
 there), and runs them eagerly. Compiled numerics on CUDA are checked by test_gpu_fidelity (bench/gpu_check.sh).
 """
+
+import copy
+import shutil
 
 import numpy as np
 import pytest
@@ -113,3 +116,47 @@ def test_tracking_gives_the_eager_masks_and_reaches_a_steady_state(models):
         for w, g in zip(want, got):
             np.testing.assert_array_equal(g, w)
     assert graphs() == steady
+
+
+def test_rope_in_real_arithmetic_gives_the_complex_product():
+    """Compiled, RoPE rotates with cosines and sines (inductor generates no code for complex ops)."""
+    from model_core.modeling.position_encoding import axial_rope_angles, rotate_pairs
+
+    ang = axial_rope_angles(32, 8, 8)  # (64, 16)
+    x = torch.randn(2, 4, 64, 32)
+    complex_form = rotate_pairs(x, torch.polar(torch.ones_like(ang), ang))
+    real_form = rotate_pairs(x, torch.stack([ang.cos(), ang.sin()], dim=-1))
+    assert real_form.shape == x.shape
+    torch.testing.assert_close(real_form, complex_form, atol=1e-6, rtol=1e-6)
+    assert not torch.equal(real_form, x)  # it does rotate
+
+
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="inductor's CPU code needs a C++ compiler")
+def test_inductor_generated_code_keeps_the_masks():
+    """The one test that generates code (about two minutes on 2 cores): every network compile_model compiles goes
+    through inductor's lowering, as on a GPU; clicks and tracking keep the eager masks (IoU >= 0.99)."""
+    from tests.model_core.video_fixtures import tracking_model
+
+    torch._dynamo.reset()
+    eager = tracking_model(SIZE)  # objects read as present: masks to compare are not empty
+    compiled = copy.deepcopy(eager)
+    compile_model(compiled, CompileConfig("default", buckets=(1, 2)))
+
+    def iou(a, b):
+        a, b = np.asarray(a) > 0, np.asarray(b) > 0
+        assert a.any() or b.any()
+        return (a & b).sum() / (a | b).sum()
+
+    predictors = [ImagePredictor(m) for m in (eager, compiled)]
+    for p in predictors:
+        p.set_image(make_image())
+    (want, _, _), (got, _, _) = (p.predict(point_coords=[[40, 30], [70, 60]], point_labels=[1, 1]) for p in predictors)
+    assert all(iou(w, g) >= 0.99 for w, g in zip(want, got))
+    runs = []
+    for model in (eager, compiled):
+        tracker = VideoTracker(model)
+        state = tracker.new_state(96, 160)
+        tracker.add_prompt(state, obj_id=1, points=[[40, 48]], labels=[1])
+        tracker.add_prompt(state, obj_id=2, box=[90, 10, 130, 50])
+        runs.append([[o.mask for o in tracker.track(state, f).objects] for f in synthetic_clip(9, 96, 160)])
+    assert all(iou(w, g) >= 0.99 for fw, fg in zip(*runs) for w, g in zip(fw, fg))
