@@ -91,8 +91,11 @@ class AVFileFrames(FrameSource):
                 a.link_to(b)
             graph.configure()
             self._scalers[size] = graph
-        graph.push(frame)
-        return graph.pull().to_ndarray()
+        try:
+            graph.push(frame)
+            return graph.pull().to_ndarray()
+        except av.error.FFmpegError as e:  # e.g. a frame whose size differs from the stream's
+            raise ValueError(f"cannot scale frame {idx} of {self.path}: {e}") from None
 
     def close(self) -> None:
         self._container.close()
