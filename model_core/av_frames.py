@@ -18,6 +18,15 @@ from .video_io import FrameSource
 RECENT_FRAMES = 16  # decoded frames kept: reading backwards seeks once per 16 frames, not once per frame
 
 
+# counter-clockwise quarter turns -> ffmpeg transpose filters doing them (clock = 1, cclock = 2)
+_TRANSPOSES = {0: (), 1: ("2",), 2: ("1", "1"), 3: ("1",)}
+
+
+def _quarter_turns(frame) -> int:
+    """Counter-clockwise quarter turns that show a decoded frame upright (phones store portrait video turned)."""
+    return round(getattr(frame, "rotation", 0) / 90) % 4
+
+
 class AVFileFrames(FrameSource):
     """Random access to a video file's frames in display order; sequential reads decode once, others seek."""
 
@@ -51,7 +60,7 @@ class AVFileFrames(FrameSource):
         self._recent: OrderedDict[int, object] = OrderedDict()  # index -> av.VideoFrame, the latest decoded
         self._decoded: int | None = None  # index of the frame the decoder gave last (None: seek first)
         self.seeks = 0
-        self._scalers: dict[int, object] = {}  # size -> configured filter graph
+        self._scalers: dict[tuple[int, int], object] = {}  # (size, quarter turns) -> configured filter graph
 
     @classmethod
     def available(cls) -> bool:
@@ -71,26 +80,35 @@ class AVFileFrames(FrameSource):
 
     @property
     def hw(self) -> tuple[int, int]:
-        return self._frame(0).height, self._frame(0).width
+        frame = self._frame(0)
+        h, w = frame.height, frame.width
+        return (w, h) if _quarter_turns(frame) % 2 else (h, w)
 
     def __getitem__(self, idx: int) -> np.ndarray:
-        """The frame as decoded, RGB uint8 (H, W, 3)."""
-        return self._frame(idx).to_ndarray(format="rgb24")
+        """The frame as decoded and shown upright (turned as the file's display matrix says), RGB uint8 (H, W, 3)."""
+        frame = self._frame(idx)
+        turns = _quarter_turns(frame)
+        rgb = frame.to_ndarray(format="rgb24")
+        return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
     def model_input(self, idx: int, size: int) -> np.ndarray:
-        """The frame scaled to (size, size, 3) RGB uint8 by ffmpeg's bilinear scale filter, as decord does."""
+        """The frame turned upright and scaled to (size, size, 3) RGB uint8 by ffmpeg's bilinear scale filter,
+        as decord does (it turns with `transpose` filters before scaling)."""
         import av
 
         frame = self._frame(idx)
-        graph = self._scalers.get(size)
+        turns = _quarter_turns(frame)
+        graph = self._scalers.get((size, turns))
         if graph is None:
             graph = av.filter.Graph()
-            chain = [graph.add_buffer(template=self._stream), graph.add("scale", f"{size}:{size}:flags=bilinear"),
-                     graph.add("format", "rgb24"), graph.add("buffersink")]
+            chain = [graph.add_buffer(template=self._stream)]
+            chain += [graph.add("transpose", t) for t in _TRANSPOSES[turns]]
+            chain += [graph.add("scale", f"{size}:{size}:flags=bilinear"), graph.add("format", "rgb24"),
+                      graph.add("buffersink")]
             for a, b in zip(chain, chain[1:]):
                 a.link_to(b)
             graph.configure()
-            self._scalers[size] = graph
+            self._scalers[(size, turns)] = graph
         try:
             graph.push(frame)
             return graph.pull().to_ndarray()
