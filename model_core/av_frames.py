@@ -44,17 +44,18 @@ class AVFileFrames(FrameSource):
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"
         try:  # display order = sorted presentation times; read from the packets, nothing decoded
-            pts = [p.pts for p in self._container.demux(self._stream) if p.size]
+            pts = [p.pts for p in self._container.demux(self._stream) if p.size and not p.is_discard]
         except av.error.FFmpegError as e:
             self._container.close()
             raise ValueError(f"cannot read video {path}: {e}") from None
         if not pts:
             self._container.close()
             raise ValueError(f"video {path} has no frames")
-        if any(p is None for p in pts):
-            self._container.close()
-            raise ValueError(f"video {path} has frames without timestamps; cannot index it")
-        self._pts = sorted(pts)
+        self._count = len(pts)
+        # AVI and raw streams carry no real presentation times: number frames in the order they decode (a seek
+        # then decodes from the start); also switched to when decoded timestamps turn out not to be the packets'
+        self._by_order = None in pts or len(set(pts)) != len(pts) or "avi" in self._container.format.name
+        self._pts = [] if self._by_order else sorted(pts)
         self._index = {p: i for i, p in enumerate(self._pts)}
         self._frames = None  # the decoder's iterator
         self._recent: OrderedDict[int, object] = OrderedDict()  # index -> av.VideoFrame, the latest decoded
@@ -71,7 +72,7 @@ class AVFileFrames(FrameSource):
         return True
 
     def __len__(self) -> int:
-        return len(self._pts)
+        return self._count
 
     @property
     def fps(self) -> float | None:
@@ -99,17 +100,17 @@ class AVFileFrames(FrameSource):
         frame = self._frame(idx)
         turns = _quarter_turns(frame)
         graph = self._scalers.get((size, turns))
-        if graph is None:
-            graph = av.filter.Graph()
-            chain = [graph.add_buffer(template=self._stream)]
-            chain += [graph.add("transpose", t) for t in _TRANSPOSES[turns]]
-            chain += [graph.add("scale", f"{size}:{size}:flags=bilinear"), graph.add("format", "rgb24"),
-                      graph.add("buffersink")]
-            for a, b in zip(chain, chain[1:]):
-                a.link_to(b)
-            graph.configure()
-            self._scalers[(size, turns)] = graph
         try:
+            if graph is None:
+                graph = av.filter.Graph()
+                chain = [graph.add_buffer(template=self._stream)]
+                chain += [graph.add("transpose", t) for t in _TRANSPOSES[turns]]
+                chain += [graph.add("scale", f"{size}:{size}:flags=bilinear"), graph.add("format", "rgb24"),
+                          graph.add("buffersink")]
+                for a, b in zip(chain, chain[1:]):
+                    a.link_to(b)
+                graph.configure()
+                self._scalers[(size, turns)] = graph
             graph.push(frame)
             return graph.pull().to_ndarray()
         except av.error.FFmpegError as e:  # e.g. a frame whose size differs from the stream's
@@ -119,16 +120,27 @@ class AVFileFrames(FrameSource):
         self._container.close()
 
     def _frame(self, idx: int):
-        if not 0 <= idx < len(self._pts):
+        if not 0 <= idx < self._count:
             raise IndexError(idx)
         if idx in self._recent:
             return self._recent[idx]
-        if self._decoded is None or idx < self._decoded or idx - self._decoded > 32:
+        by_order = self._by_order
+        if by_order:
+            if self._decoded is None or idx < self._decoded:
+                self._rewind()
+        elif self._decoded is None or idx < self._decoded or idx - self._decoded > 32:
             self._seek(idx)  # backwards, or far ahead: from the keyframe before it
         frame = self._decode_to(idx)
-        if frame is None:  # the seek landed past it (MPEG-TS seeks coarsely): decode from the start instead
-            self._rewind()
-            frame = self._decode_to(idx)
+        if frame is None and not by_order:
+            # the seek landed past it (MPEG-TS seeks coarsely): from the start; if even that passes it, the
+            # timestamps are not to be trusted (AVI-like): from the start again, numbering frames as they decode
+            for _ in range(2):
+                self._rewind()
+                frame = self._decode_to(idx)
+                if frame is not None:
+                    break
+                self._by_order = True
+                self._recent.clear()
         if frame is None:
             raise ValueError(f"cannot decode frame {idx} of {self.path}")
         return frame
@@ -139,9 +151,15 @@ class AVFileFrames(FrameSource):
 
         try:
             for frame in self._frames:
-                i = self._index.get(frame.pts)
-                if i is None:
-                    continue
+                if self._by_order:
+                    i = 0 if self._decoded is None else self._decoded + 1
+                else:
+                    i = self._index.get(frame.pts)
+                    if i is None or (self._decoded is not None and i <= self._decoded):
+                        # a timestamp no packet had, or one going backwards: number frames as they decode
+                        self._by_order = True
+                        self._recent.clear()
+                        return None
                 self._decoded = i
                 self._recent[i] = frame  # frames before the target too: the next ones a backward read asks for
                 while len(self._recent) > RECENT_FRAMES:
@@ -163,7 +181,10 @@ class AVFileFrames(FrameSource):
         import av
 
         self._container.close()
-        self._container = av.open(self.path)
+        try:
+            self._container = av.open(self.path)
+        except av.error.FFmpegError as e:
+            raise ValueError(f"cannot open video {self.path}: {e}") from None
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"
         self._frames = self._container.decode(self._stream)

@@ -206,7 +206,11 @@ class SequenceStream(FrameStream):
     def _source_frames(self) -> Iterator[np.ndarray]:
         for i in range(len(self.frames)):
             self._last = i
-            yield self.frames[i]
+            try:
+                frame = self.frames[i]
+            except ValueError as exc:  # a frame that does not decode: the source's error, not a traceback
+                raise VideoSourceError(f"{self.name}: {exc}") from None
+            yield frame
 
     def model_input(self, size: int) -> np.ndarray | None:
         if self._last is None:

@@ -73,13 +73,14 @@ class RoPEAttention(Attention):
         """Unit complex rotations for a square grid of n tokens: (n, D / 2); compiled, as real (n, D / 2, 2)
         cosines and sines (see rotate_pairs)."""
         key = (n, str(device))
-        if key in self._angles:
+        compiling = torch.compiler.is_compiling()
+        if key in self._angles and not compiling:
             return self._angles[key]
         side = int(round(n**0.5))
         if side * side != n:
             raise ValueError(f"RoPE attention needs a square token grid, got {n} tokens")
         ang = axial_rope_angles(self._head_dim, side, side, self.rope_theta).to(device)
-        if torch.compiler.is_compiling():  # a constant of the graph (a cache would be a guard), in reals
+        if compiling:  # a constant of the graph (a cache would be a guard), in reals
             return torch.stack([ang.cos(), ang.sin()], dim=-1)
         rotations = torch.polar(torch.ones_like(ang), ang)
         self._angles[key] = rotations

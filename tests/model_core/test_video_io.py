@@ -53,15 +53,15 @@ def test_mp4_frames_are_decoded_on_demand_with_opencv_without_pyav(clip, tmp_pat
     assert src.model_input(0, 32) is None  # the caller resizes
 
 
-@pytest.mark.parametrize("name, container", [("clip.mp4", None), ("clip.ts", "mpegts")])
+@pytest.mark.parametrize("name, container", [("clip.mp4", None), ("clip.ts", "mpegts"), ("clip.avi", "avi"),
+                                             ("clip.h264", "h264")])
 def test_pyav_reads_any_frame_in_any_order_exactly(tmp_path, name, container):
-    """MPEG-TS seeks coarsely (to its first frame, nothing comes back): the reader then decodes from the start."""
-    av = pytest.importorskip("av")
+    """H.264 with B-frames, whose decode order is not display order, in four containers: mp4 (frames found by
+    their timestamps), MPEG-TS (seeks coarsely: to its first frame nothing comes back, so the reader decodes from
+    the start), AVI and a raw stream (no real timestamps: frames numbered in the order they decode)."""
+    pytest.importorskip("av")
     clip = synthetic_clip(12, 64, 96)
     path = write_h264(clip, tmp_path / name, container=container)
-    with av.open(str(path)) as c:  # the file is one where decode order is not display order
-        pts = [p.pts for p in c.demux(video=0) if p.size]
-    assert pts != sorted(pts)
     src = open_video(path)
     assert isinstance(src, AVFileFrames) and len(src) == 12 and src.hw == (64, 96)
     in_order = [src[i] for i in range(12)]
@@ -70,6 +70,29 @@ def test_pyav_reads_any_frame_in_any_order_exactly(tmp_path, name, container):
         assert np.array_equal(src[i], in_order[i]), i
     with pytest.raises(IndexError):
         src[12]
+
+
+def test_a_video_trimmed_without_reencoding_starts_at_its_first_shown_frame(tmp_path):
+    """`ffmpeg -ss ... -c copy` keeps the frames before the cut for the decoder but marks them not to be shown
+    (an mp4 edit list): they are not frames of the video."""
+    av = pytest.importorskip("av")
+    clip = synthetic_clip(20, 64, 96)
+    source = write_h264(clip, tmp_path / "source.mp4", gop=20)
+    with av.open(str(source)) as inp, av.open(str(tmp_path / "trim.mp4"), "w") as out:
+        stream = inp.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        shift = round(5 / (10 * stream.time_base))  # 5 frames at 10 frames/s
+        for packet in inp.demux(stream):
+            if packet.dts is not None:
+                packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, copy
+                out.mux(packet)
+    with av.open(str(tmp_path / "trim.mp4")) as c:
+        assert sum(p.is_discard for p in c.demux(video=0)) == 5
+    src = open_video(tmp_path / "trim.mp4")
+    assert len(src) == 15
+    first, last = src[0], src[14]
+    assert np.abs(first.astype(int) - clip[5]).mean() < np.abs(first.astype(int) - clip[4]).mean()
+    assert np.array_equal(src[14], last) and np.array_equal(src[0], first)
 
 
 def test_pyav_reads_backwards_without_a_seek_per_frame(tmp_path):
@@ -119,14 +142,15 @@ def test_a_turned_phone_video_is_read_upright_as_the_reference_and_opencv_read_i
         assert np.array_equal(np.stack([src.model_input(i, size) for i in range(6)]), expected)
 
 
-def test_files_pyav_cannot_read_are_refused_clearly(tmp_path):
+def test_files_that_are_not_video_are_refused_clearly(tmp_path):
     pytest.importorskip("av")
     (tmp_path / "notes.mp4").write_text("not a video")
-    with pytest.raises(ValueError, match="cannot open video"):
-        open_video(tmp_path / "notes.mp4")
     (tmp_path / "empty.mp4").write_bytes(b"")
-    with pytest.raises(ValueError, match="cannot open video"):
-        open_video(tmp_path / "empty.mp4")
+    for name in ("notes.mp4", "empty.mp4"):
+        with pytest.raises(ValueError, match="cannot open video"):
+            AVFileFrames(tmp_path / name)
+        with pytest.raises(ValueError, match="cannot open video"):  # nor does OpenCV, the fallback
+            open_video(tmp_path / name)
 
 
 def test_jpeg_folder_is_ordered_by_frame_number(clip, tmp_path):
