@@ -37,6 +37,15 @@ def models():
     return eager, compile_model(compiled, CompileConfig("default", buckets=(1, 2, 4), backend="eager"))
 
 
+def two_object_session(model):
+    """A tracker on `model` and a 160x96 session with a clicked object and a boxed one."""
+    tracker = VideoTracker(model)
+    state = tracker.new_state(96, 160)
+    tracker.add_prompt(state, obj_id=1, points=[[40, 48]], labels=[1])
+    tracker.add_prompt(state, obj_id=2, box=[90, 10, 130, 50])
+    return tracker, state
+
+
 def test_batches_are_padded_to_buckets():
     assert [bucket_for(n, (1, 2, 4, 8)) for n in (1, 2, 3, 5, 8, 9, 17)] == [1, 2, 4, 8, 8, 16, 24]
     x = torch.ones(3, 2)
@@ -102,10 +111,7 @@ def test_tracking_gives_the_eager_masks_and_reaches_a_steady_state(models):
     clip = synthetic_clip(14, 96, 160)
     runs = []
     for model in (eager, compiled):
-        tracker = VideoTracker(model)
-        state = tracker.new_state(96, 160)
-        tracker.add_prompt(state, obj_id=1, points=[[40, 48]], labels=[1])
-        tracker.add_prompt(state, obj_id=2, box=[90, 10, 130, 50])
+        tracker, state = two_object_session(model)
         masks = []
         for i, frame in enumerate(clip):
             if model is compiled and i == 10:
@@ -154,9 +160,6 @@ def test_inductor_generated_code_keeps_the_masks():
     assert all(iou(w, g) >= 0.99 for w, g in zip(want, got))
     runs = []
     for model in (eager, compiled):
-        tracker = VideoTracker(model)
-        state = tracker.new_state(96, 160)
-        tracker.add_prompt(state, obj_id=1, points=[[40, 48]], labels=[1])
-        tracker.add_prompt(state, obj_id=2, box=[90, 10, 130, 50])
+        tracker, state = two_object_session(model)
         runs.append([[o.mask for o in tracker.track(state, f).objects] for f in synthetic_clip(9, 96, 160)])
     assert all(iou(w, g) >= 0.99 for fw, fg in zip(*runs) for w, g in zip(fw, fg))
