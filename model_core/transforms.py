@@ -52,7 +52,7 @@ def preprocess(image, size: int, device: str | torch.device | None = None, resiz
     x = torch.as_tensor(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None]  # (1, 3, H, W) uint8
     # the reference's arithmetic in its order (x / 255, - mean, / std), in place on tensors of our own
     if x.shape[-2:] == (size, size):
-        x = x.contiguous().to(torch.float32, copy=True).div_(255.0)  # either filter leaves it as it is
+        x = x.to(torch.float32, memory_format=torch.contiguous_format, copy=True).div_(255.0)  # no filter changes it
     elif resize == "bilinear":
         x = x.to(torch.float32, copy=True).div_(255.0)
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)

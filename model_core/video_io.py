@@ -98,6 +98,19 @@ class VideoFileFrames(FrameSource):
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def _pyav_frames(path: Path):
+    """A video file through PyAV (av_frames.AVFileFrames) where it is installed and opens the file; None: the
+    OpenCV reader's turn."""
+    from .av_frames import AVFileFrames
+
+    if not AVFileFrames.available():
+        return None
+    try:
+        return AVFileFrames(path)
+    except ValueError:  # a file PyAV cannot open or read: OpenCV may, or says why not
+        return None
+
+
 def open_video(video) -> FrameSource:
     """A path to a video file or a frame folder, a list of HWC arrays, or an (N, H, W, 3) array."""
     if isinstance(video, FrameSource):
@@ -107,14 +120,7 @@ def open_video(video) -> FrameSource:
         if path.is_dir():
             return FolderFrames(path)
         if path.is_file():
-            from .av_frames import AVFileFrames
-
-            if AVFileFrames.available():
-                try:
-                    return AVFileFrames(path)
-                except ValueError:  # e.g. a raw H.264 stream, without timestamps to index: OpenCV may read it
-                    pass
-            return VideoFileFrames(path)
+            return _pyav_frames(path) or VideoFileFrames(path)
         raise ValueError(f"no such video file or frame folder: {video}")
     if isinstance(video, (list, tuple)) or (isinstance(video, np.ndarray) and video.ndim == 4):
         return ArrayFrames(video)
@@ -246,16 +252,9 @@ def open_stream(source, timeout_s: float = 10.0) -> FrameStream:
                 return SequenceStream(FolderFrames(path), name=path.name or "frames")
             except ValueError as exc:
                 raise VideoSourceError(str(exc)) from None
-        if path.is_file():
-            from .av_frames import AVFileFrames
-
-            if AVFileFrames.available():  # frame-accurate, exact length, scaled in the decoder as the reference
-                try:
-                    frames = AVFileFrames(path)
-                except ValueError:  # e.g. a raw H.264 stream, without timestamps to index: OpenCV may read it
-                    pass
-                else:
-                    return SequenceStream(frames, name=_stream_name(str(path)), fps=frames.fps, owned=True)
+        frames = _pyav_frames(path) if path.is_file() else None
+        if frames is not None:  # frame-accurate, exact length, scaled in the decoder as the reference
+            return SequenceStream(frames, name=_stream_name(str(path)), fps=frames.fps, owned=True)
         if path.exists():
             return CaptureStream(str(path))
         raise VideoSourceError(f"no such video file, frame folder, camera or URL: {source}")
