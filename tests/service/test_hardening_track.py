@@ -50,6 +50,15 @@ def frame_and_masks(ws, rgb, seq_ok=True):
     return recv(ws, "masks")
 
 
+def tracking_one_object(ws, first_frame):
+    """A new session with one clicked object, tracked on its first frame; the session's hello."""
+    hello = start(ws)
+    ws.send_json(CLICK)
+    recv(ws, "ack")
+    frame_and_masks(ws, first_frame)
+    return hello
+
+
 # ---- 5, 6. one writer: the connection that resumed last owns the session --------------------------------
 
 
@@ -96,10 +105,7 @@ def test_redis_out_of_memory_is_the_store_unavailable(engine, clip, redis_server
     before = engine.metrics.value("sam2_store_errors_total")
     with TestClient(app_for(engine, redis_url=redis_server.url)) as client:
         with client.websocket_connect("/v1/track") as ws:
-            hello = start(ws)
-            ws.send_json(CLICK)
-            recv(ws, "ack")
-            frame_and_masks(ws, clip[0])
+            hello = tracking_one_object(ws, clip[0])
             rdb.config_set("maxmemory", 1)  # noeviction: every write is refused with OOM
             ws.send_bytes(png(clip[1]))
             note = ws.receive_json()
@@ -119,10 +125,7 @@ def test_redis_out_of_memory_is_the_store_unavailable(engine, clip, redis_server
 def test_a_partly_evicted_session_is_rewritten_live_and_refused_cleanly_on_resume(engine, clip, redis_server, rdb):
     with TestClient(app_for(engine, redis_url=redis_server.url)) as client:
         with client.websocket_connect("/v1/track") as ws:
-            hello = start(ws)
-            ws.send_json(CLICK)
-            recv(ws, "ack")
-            frame_and_masks(ws, clip[0])
+            hello = tracking_one_object(ws, clip[0])
             assert rdb.delete(*rdb.keys("*:entries")) == 1  # what allkeys-lru may do to one key
             frame_and_masks(ws, clip[1])
         sid, token = hello["session_id"], hello["resume_token"]
@@ -156,10 +159,7 @@ def test_a_state_of_a_version_this_replica_cannot_read_is_refused_and_left_as_it
     before = engine.metrics.value("sam2_errors_total", {"kind": "state_version_unsupported"})
     with TestClient(app_for(engine, redis_url=redis_server.url)) as client:
         with client.websocket_connect("/v1/track") as live:
-            hello = start(live)
-            live.send_json(CLICK)
-            recv(live, "ack")
-            frame_and_masks(live, clip[0])
+            hello = tracking_one_object(live, clip[0])
             (header_key,) = rdb.keys("*:header")
             rdb.set(header_key, as_version(rdb.get(header_key), 3), keepttl=True)
             stored = stored_keys(rdb)
