@@ -46,7 +46,7 @@ if [ -n "$SMOKE" ]; then
 else
   # compile: the encoders of t and b+ (~20 s each, ours and the reference's), then SAM2_COMPILE's warm-up and
   # tracking for two modes; run it on its own (--only "tests compile") to stay inside one call's 10 minutes
-  declare -A LIMIT=([tests]=160 [image]=90 [video]=80 [service]=90 [amg]=50 [profile]=40 [compile]=300)
+  declare -A LIMIT=([tests]=160 [image]=90 [video]=80 [service]=90 [amg]=50 [profile]=60 [compile]=300)
 fi
 
 status=0

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import test_image
+from _common import as_meta_builds_it, test_image
 from video_tracking import clip, object_prompts, ours_fps
 
 MODELS = {"t": "sam2.1_hiera_tiny", "s": "sam2.1_hiera_small", "b+": "sam2.1_hiera_base_plus",
@@ -86,7 +86,7 @@ class Run:
 
         ref = build_reference(name, self.size)
         ours = ours_from_reference(ref, name, self.size)
-        return ref.to(self.device), ours.to(self.device)
+        return as_meta_builds_it(ref).to(self.device), ours.to(self.device)
 
 
 def part_image(run: Run, args) -> None:
@@ -218,12 +218,16 @@ def part_amg(run: Run, args) -> None:
         ref_ms = run.timed_ms(lambda: theirs.generate(image), repeat=repeat, warmup=1)
     run.record("amg", f"segment everything {pps}x{pps} points, {key}", ours_ms, ref_ms,
                masks=len(mine.generate(image)))
+    wide = AutomaticMaskGenerator(ours, points_per_side=pps, points_per_batch=256, dtype=run.ours_dtype)
+    run.record("amg", f"segment everything {pps}x{pps} points, {key}, ours 256 points per batch",
+               run.timed_ms(lambda: wide.generate(image), repeat=repeat, warmup=1), ref_ms)
 
 
 def part_video(run: Run, args) -> None:
     """Tracking frames/s from frame 8 on (memory bank full), ours (VideoTracker) vs SAM2VideoPredictor."""
     from sam2.build_sam import build_sam2_video_predictor
 
+    from model_core.modeling.autocast_weights import kept
     from model_core.video_tracker import VideoTracker
     from tests.reference import REF_CONFIG_FILES, randomize_
     from tests.model_core.video_fixtures import reference_state
@@ -236,12 +240,17 @@ def part_video(run: Run, args) -> None:
         ref = build_sam2_video_predictor(REF_CONFIG_FILES[name], ckpt_path=None, device="cpu",
                                          hydra_overrides_extra=["++model.fill_hole_area=0",
                                                                 f"++model.image_size={run.size}"])
-        ref = randomize_(ref, 0).eval().requires_grad_(False).to(run.device)
+        ref = as_meta_builds_it(randomize_(ref, 0).eval()).to(run.device)
         from tests.reference import ours_from_reference
 
         ours = ours_from_reference(ref, name, run.size).to(run.device)
         for k in ((1, 2) if run.smoke else (1, 8)):
             our_fps = ours_fps(ours, frames, k, run.ours_dtype, warm, sync=run.sync)
+            if k == 1 and not run.smoke:  # what keeping autocast's weight copies gains (bench/step_overhead.py)
+                with kept(False):
+                    cast_fps = ours_fps(ours, frames, k, run.ours_dtype, warm, sync=run.sync)
+                run.record("video", f"tracking frames/s, {key}, 1 object, ours casting weights on every call",
+                           cast_fps, our_fps, unit="fps")
             with tempfile.TemporaryDirectory() as tmp, torch.inference_mode(), run.autocast(run.ref_dtype):
                 from model_core.transforms import preprocess
 
@@ -333,13 +342,17 @@ def part_service(run: Run, args) -> None:
 
 
 def part_profile(run: Run, args) -> None:
-    """Where a steady tracking step (t, 1 object) and a set_image spend their time: OUT/profile.txt."""
+    """Where a steady tracking step (t, 1 object), a set_image and a segment-everything (--amg-model) spend their
+    time: OUT/profile.txt."""
     from torch.profiler import ProfilerActivity, profile
 
     from model_core import ImagePredictor
+    from model_core.automatic_mask_generator import AutomaticMaskGenerator
     from model_core.video_tracker import VideoTracker
 
     _, ours = run.pair(MODELS["t"])
+    _, amg_model = run.pair(MODELS["t" if run.smoke else args.amg_model])
+    amg = AutomaticMaskGenerator(amg_model, points_per_side=8 if run.smoke else 32, dtype=run.ours_dtype)
     frames = clip(14)
     tracker = VideoTracker(ours, dtype=run.ours_dtype)
     state = tracker.new_state(480, 640)
@@ -349,12 +362,14 @@ def part_profile(run: Run, args) -> None:
     predictor = ImagePredictor(ours, dtype=run.ours_dtype)
     image = test_image(768, 1024)
     predictor.set_image(image)
+    amg.generate(image)
     run.sync()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if run.device == "cuda" else [])
     sort = "self_cuda_time_total" if run.device == "cuda" else "self_cpu_time_total"
     text = []
     for label, fn in (("5 tracking steps", lambda: [tracker.track(state, f) for f in frames[9:]]),
-                      ("3 set_image 1024x768", lambda: [predictor.set_image(image) for _ in range(3)])):
+                      ("3 set_image 1024x768", lambda: [predictor.set_image(image) for _ in range(3)]),
+                      ("1 segment-everything 1024x768", lambda: amg.generate(image))):
         with profile(activities=activities) as prof:
             fn()
             run.sync()

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import torch
-from _common import print_table
+from _common import as_meta_builds_it, print_table
 
 WARM = 8
 
@@ -122,6 +122,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     ref = reference_video_predictor("sam2.1_hiera_tiny", args.image_size)
     ours = ours_from_reference(ref, "sam2.1_hiera_tiny", args.image_size)
+    as_meta_builds_it(ref)
     frames = clip(args.frames)
     rows = []
     for name in args.dtypes.split(","):

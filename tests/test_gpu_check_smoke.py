@@ -17,3 +17,4 @@ def test_gpu_check_smoke_runs_every_part(tmp_path):
     assert "passed" in (out / "tests.log").read_text() and "failed" not in (out / "tests.log").read_text()
     assert (out / "results.md").read_text().count("###") == 5
     assert "tracking steps" in (out / "profile.txt").read_text()
+    assert "segment-everything" in (out / "profile.txt").read_text()

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import HieraConfig
+from .conv import Conv2d
 from .layers import MLP
 from .linear import Linear
 
@@ -43,7 +44,7 @@ class PatchEmbed(nn.Module):
 
     def __init__(self, embed_dim: int) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(3, embed_dim, kernel_size=7, stride=4, padding=3)
+        self.proj = Conv2d(3, embed_dim, kernel_size=7, stride=4, padding=3)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.proj(images).permute(0, 2, 3, 1)  # (B, H/4, W/4, C)

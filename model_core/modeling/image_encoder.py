@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import HieraConfig
+from .conv import Conv2d
 from .hiera import Hiera
 from .position_encoding import SinePositionEncoding
 
@@ -36,7 +37,7 @@ class FpnNeck(nn.Module):
         self.convs = nn.ModuleList()
         for dim in backbone_channel_list:  # deepest level first, as the checkpoints store them
             lateral = nn.Sequential()
-            lateral.add_module("conv", nn.Conv2d(dim, d_model, kernel_size=1))
+            lateral.add_module("conv", Conv2d(dim, d_model, kernel_size=1))
             self.convs.append(lateral)
         self.top_down_levels = set(top_down_levels)
 

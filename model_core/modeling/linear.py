@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from .autocast_weights import autocast_weights
 
 
 def _fused_op():
@@ -24,13 +27,14 @@ class Linear(nn.Linear):
 
     torch's CPU linear first copies the bias into the output, then accumulates the GEMM onto it: on Hiera's
     wide, shallow layers (65536 tokens x 96 -> 288 at 1024 px) that costs as much again as the GEMM. The fused
-    call gives the same numbers (bit-identical here). Autograd, autocast and torch.compile take nn.Linear's path.
+    call gives the same numbers (bit-identical here). Autograd, autocast and torch.compile take nn.Linear's path;
+    under autocast with the weights' autocast copies kept (`autocast_weights`).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _fusable(x, self.weight):
             return _FUSED(x, self.weight, self.bias, "none", [], "")
-        return super().forward(x)
+        return F.linear(x, *autocast_weights(self, x))
 
 
 def _fusable(x: torch.Tensor, weight: torch.Tensor) -> bool:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .conv import Conv2d, ConvTranspose2d
 from .layers import MLP, LayerNorm2d
 from .two_way_transformer import TwoWayTransformer
 
@@ -46,15 +47,15 @@ class MaskDecoder(nn.Module):
         self.mask_tokens = nn.Embedding(self.num_mask_tokens, c)
         self.obj_score_token = nn.Embedding(1, c)
         self.output_upscaling = nn.Sequential(
-            nn.ConvTranspose2d(c, c // 4, kernel_size=2, stride=2),
+            ConvTranspose2d(c, c // 4, kernel_size=2, stride=2),
             LayerNorm2d(c // 4),
             nn.GELU(),
-            nn.ConvTranspose2d(c // 4, c // 8, kernel_size=2, stride=2),
+            ConvTranspose2d(c // 4, c // 8, kernel_size=2, stride=2),
             nn.GELU(),
         )
         # projections of the stride-4 and stride-8 backbone features, applied once per image
-        self.conv_s0 = nn.Conv2d(c, c // 8, kernel_size=1)
-        self.conv_s1 = nn.Conv2d(c, c // 4, kernel_size=1)
+        self.conv_s0 = Conv2d(c, c // 8, kernel_size=1)
+        self.conv_s1 = Conv2d(c, c // 4, kernel_size=1)
         self.output_hypernetworks_mlps = nn.ModuleList(MLP(c, c, c // 8, 3) for _ in range(self.num_mask_tokens))
         self.iou_prediction_head = MLP(c, 256, self.num_mask_tokens, 3, sigmoid_output=True)
         self.pred_obj_score_head = MLP(c, c, 1, 3)

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from .conv import Conv2d
 from .layers import LayerNorm2d
 from .linear import Linear
 from .position_encoding import SinePositionEncoding
@@ -21,9 +22,9 @@ class MaskDownSampler(nn.Module):
         c_in = 1
         for _ in range(int(math.log2(total_stride))):
             c_out = c_in * 4
-            layers += [nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1), LayerNorm2d(c_out), nn.GELU()]
+            layers += [Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1), LayerNorm2d(c_out), nn.GELU()]
             c_in = c_out
-        layers.append(nn.Conv2d(c_in, embed_dim, kernel_size=1))
+        layers.append(Conv2d(c_in, embed_dim, kernel_size=1))
         self.encoder = nn.Sequential(*layers)
 
     def forward(self, mask: torch.Tensor) -> torch.Tensor:
@@ -35,7 +36,7 @@ class CXBlock(nn.Module):
 
     def __init__(self, dim: int = 256, kernel_size: int = 7) -> None:
         super().__init__()
-        self.dwconv = nn.Conv2d(dim, dim, kernel_size=kernel_size, padding=kernel_size // 2, groups=dim)
+        self.dwconv = Conv2d(dim, dim, kernel_size=kernel_size, padding=kernel_size // 2, groups=dim)
         self.norm = LayerNorm2d(dim)
         self.pwconv1 = Linear(dim, 4 * dim)
         self.act = nn.GELU()
@@ -65,10 +66,10 @@ class MemoryEncoder(nn.Module):
     def __init__(self, in_dim: int = 256, out_dim: int = 64) -> None:
         super().__init__()
         self.mask_downsampler = MaskDownSampler(in_dim)
-        self.pix_feat_proj = nn.Conv2d(in_dim, in_dim, kernel_size=1)
+        self.pix_feat_proj = Conv2d(in_dim, in_dim, kernel_size=1)
         self.fuser = Fuser(in_dim)
         self.position_encoding = SinePositionEncoding(out_dim)
-        self.out_proj = nn.Conv2d(in_dim, out_dim, kernel_size=1)
+        self.out_proj = Conv2d(in_dim, out_dim, kernel_size=1)
 
     def forward(
         self, pix_feat: torch.Tensor, masks: torch.Tensor, skip_mask_sigmoid: bool = False

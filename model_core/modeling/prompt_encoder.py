@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .conv import Conv2d
 from .layers import LayerNorm2d
 from .position_encoding import RandomFourierEncoding
 
@@ -28,13 +29,13 @@ class PromptEncoder(nn.Module):
         self.not_a_point_embed = nn.Embedding(1, embed_dim)
         quarter = mask_in_chans // 4
         self.mask_downscaling = nn.Sequential(
-            nn.Conv2d(1, quarter, kernel_size=2, stride=2),
+            Conv2d(1, quarter, kernel_size=2, stride=2),
             LayerNorm2d(quarter),
             nn.GELU(),
-            nn.Conv2d(quarter, mask_in_chans, kernel_size=2, stride=2),
+            Conv2d(quarter, mask_in_chans, kernel_size=2, stride=2),
             LayerNorm2d(mask_in_chans),
             nn.GELU(),
-            nn.Conv2d(mask_in_chans, embed_dim, 1),
+            Conv2d(mask_in_chans, embed_dim, 1),
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
 

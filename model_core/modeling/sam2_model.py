@@ -9,8 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import ModelConfig
+from .conv import Conv2d
 from .image_encoder import ImageEncoder
 from .layers import MLP
+from .linear import Linear
 from .mask_decoder import DecoderOutput, MaskDecoder
 from .memory_attention import MemoryAttention
 from .memory_encoder import MemoryEncoder
@@ -63,10 +65,10 @@ class SAM2Model(nn.Module):
         self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, c))
         self.no_mem_pos_enc = nn.Parameter(torch.zeros(1, 1, c))
         # object pointers: projection of the decoder's token, the "object absent" pointer, temporal projection
-        self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
+        self.mask_downsample = Conv2d(1, 1, kernel_size=4, stride=4)
         self.obj_ptr_proj = MLP(c, c, c, 3)
         self.no_obj_ptr = nn.Parameter(torch.zeros(1, c))
-        self.obj_ptr_tpos_proj = nn.Linear(c, mem) if cfg.proj_tpos_enc_in_obj_ptrs else nn.Identity()
+        self.obj_ptr_tpos_proj = Linear(c, mem) if cfg.proj_tpos_enc_in_obj_ptrs else nn.Identity()
         if cfg.no_obj_embed_spatial:
             self.no_obj_embed_spatial = nn.Parameter(torch.zeros(1, mem))
         else:
