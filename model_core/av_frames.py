@@ -61,6 +61,7 @@ class AVFileFrames(FrameSource):
         self._recent: OrderedDict[int, object] = OrderedDict()  # index -> av.VideoFrame, the latest decoded
         self._decoded: int | None = None  # index of the frame the decoder gave last (None: seek first)
         self.seeks = 0
+        self.rewinds = 0  # seeks that decode from the start
         self._scalers: dict[tuple[int, int], object] = {}  # (size, quarter turns) -> configured filter graph
 
     @classmethod
@@ -131,9 +132,16 @@ class AVFileFrames(FrameSource):
         elif self._decoded is None or idx < self._decoded or idx - self._decoded > 32:
             self._seek(idx)  # backwards, or far ahead: from the keyframe before it
         frame = self._decode_to(idx)
+        back = 2 * RECENT_FRAMES
+        while frame is None and self._landed_past(idx) and 0 < idx - back and back <= 32 * RECENT_FRAMES:
+            # the seek landed past it (MPEG-TS seeks by byte position, often a keyframe or more late): seek
+            # earlier, decoding a few dozen frames more, rather than decoding everything from the start
+            self._seek(idx - back)
+            frame = self._decode_to(idx)
+            back *= 4
         if frame is None and not by_order:
-            # the seek landed past it (MPEG-TS seeks coarsely): from the start; if even that passes it, the
-            # timestamps are not to be trusted (AVI-like): from the start again, numbering frames as they decode
+            # still past it: from the start; if even that passes it, the timestamps are not to be trusted
+            # (AVI-like): from the start again, numbering frames as they decode
             for _ in range(2):
                 self._rewind()
                 frame = self._decode_to(idx)
@@ -170,6 +178,10 @@ class AVFileFrames(FrameSource):
             raise ValueError(f"cannot decode frame {idx} of {self.path}: {e}") from None
         return None
 
+    def _landed_past(self, idx: int) -> bool:
+        """Whether the decoder, trusting timestamps, went past frame idx without giving it."""
+        return not self._by_order and self._decoded is not None and self._decoded > idx
+
     def _seek(self, idx: int) -> None:
         self._container.seek(self._pts[idx], stream=self._stream, backward=True, any_frame=False)
         self._frames = self._container.decode(self._stream)
@@ -190,3 +202,4 @@ class AVFileFrames(FrameSource):
         self._frames = self._container.decode(self._stream)
         self._decoded = None
         self.seeks += 1
+        self.rewinds += 1

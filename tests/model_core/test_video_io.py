@@ -109,6 +109,19 @@ def test_pyav_reads_backwards_without_a_seek_per_frame(tmp_path):
     assert backward.seeks == 3  # frames 39, 23 and 7: each decodes from the keyframe and keeps the 16 before
 
 
+def test_mpeg_ts_read_backwards_seeks_earlier_instead_of_decoding_from_the_start(tmp_path):
+    """MPEG-TS seeks by byte position and lands a keyframe or so past the frame asked for: the reader seeks
+    earlier again rather than decoding the whole file from its start, once per 16 frames of a reverse read."""
+    pytest.importorskip("av")
+    clip = synthetic_clip(120, 32, 48)
+    path = write_h264(clip, tmp_path / "clip.ts", fps=30, gop=10, container="mpegts")
+    forward = AVFileFrames(path)
+    expected = [forward[i] for i in range(120)]
+    backward = AVFileFrames(path)
+    assert all(np.array_equal(backward[i], expected[i]) for i in reversed(range(120)))
+    assert backward.rewinds <= 4  # only near the start, where no earlier seek target is left (was 8: one per 16)
+
+
 @pytest.mark.parametrize("writer", [write_mp4, write_h264], ids=["mp4v", "h264"])
 def test_pyav_scales_frames_as_the_reference_reader_does(clip, tmp_path, writer):
     decord = pytest.importorskip("decord", reason="the reference's mp4 reader (the test extra installs it)")
