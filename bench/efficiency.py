@@ -170,6 +170,7 @@ def main() -> None:
     rows = {}
     if "encoder" in parts or "click" in parts:
         ref, ours = reference_and_ours(args.model, args.encoder_size)
+        ref.requires_grad_(False)  # the FLOP counter's module hooks need it under no_grad; fp32: no autocast
         if "encoder" in parts:
             rows |= encoder_rows(ref, ours, args.encoder_size, args.pairs)
         if "click" in parts:
