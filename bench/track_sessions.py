@@ -1,11 +1,12 @@
 """/v1/track throughput: 1, 4 and 8 concurrent sessions against a real server, MemoryStore vs RedisStore.
 
-    python bench/track_sessions.py [--image-size 256] [--frames 20] [--sessions 1,4,8]
+    python bench/track_sessions.py [--image-size 256] [--frames 20] [--sessions 1,4,8] [--deflate-ab]
 
 Starts `sam2-service serve --weights random` twice on 127.0.0.1 (in-process store, then a redis-server it
 starts too), runs sessions in threads with the Python client (one object each, frames as PNG) and prints
 aggregate frames/s, client-side per-frame p50/p99, and the store's cost per frame (ms and bytes, from the
-server's own metrics). Random weights: the work per frame is the real work.
+server's own metrics). Random weights: the work per frame is the real work. --deflate-ab: instead, the in-process
+store with WebSocket per-message deflate on (SAM2_WS_DEFLATE=true, the client offering it) and off.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from tests.serve_process import ServeProcess  # noqa: E402
 
 
 def serve(image_size: int, redis_url: str | None, log: Path, device: str = "cpu", dtype: str = "fp32",
-          model: str = "sam2.1_t") -> ServeProcess:
-    env = {"SAM2_TRACK_QUEUE_FRAMES": "64", "SAM2_TRACK_SESSIONS_PER_KEY": "64"}
+          model: str = "sam2.1_t", deflate: bool = False) -> ServeProcess:
+    env = {"SAM2_TRACK_QUEUE_FRAMES": "64", "SAM2_TRACK_SESSIONS_PER_KEY": "64", "SAM2_WS_DEFLATE": str(deflate)}
     if redis_url:
         env["SAM2_REDIS_URL"] = redis_url
     args = ["--model", model, "--weights", "random", "--image-size", image_size, "--dtype", dtype,
@@ -46,12 +47,12 @@ def metric_sum(port: int, name: str, labels: str = "") -> tuple[float, float]:
     return (float(total.group(1)), float(count.group(1))) if total and count else (0.0, 0.0)
 
 
-def run_sessions(port: int, n_sessions: int, frames) -> dict:
+def run_sessions(port: int, n_sessions: int, frames, deflate: bool = False) -> dict:
     latencies: list[float] = []
     lock = threading.Lock()
 
     def one():
-        s = TrackSession.open(f"ws://127.0.0.1:{port}/v1/track")
+        s = TrackSession.open(f"ws://127.0.0.1:{port}/v1/track", deflate=deflate)
         s.add_prompt(1, points=[[200, 240]], labels=[1])
         mine = []
         for f in frames:
@@ -90,22 +91,27 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--frames", type=int, default=20)
     ap.add_argument("--sessions", default="1,4,8")
+    ap.add_argument("--deflate-ab", action="store_true", help="per-message deflate on vs off (in-process store)")
     args = ap.parse_args()
     frames = synthetic_clip(args.frames, 480, 640)
     tmp = Path(tempfile.mkdtemp())
-    redis = RedisServer(tmp, appendonly=False).start()
+    redis = None if args.deflate_ab else RedisServer(tmp, appendonly=False).start()
+    runs = ([("memory, deflate", None, True), ("memory, no deflate", None, False)] if args.deflate_ab
+            else [("memory", None, False), ("redis", redis.url, False)])
     rows = []
     try:
-        for store, url in (("memory", None), ("redis", redis.url)):
-            server = serve(args.image_size, url, tmp / f"{store}.log")
+        for store, url, deflate in runs:
+            server = serve(args.image_size, url, tmp / f"{store}.log", deflate=deflate)
             try:
+                run_sessions(server.port, 1, frames[:4], deflate)  # warm-up
                 for n in (int(v) for v in args.sessions.split(",")):
-                    r = run_sessions(server.port, n, frames)
+                    r = run_sessions(server.port, n, frames, deflate)
                     rows.append((store, n, r))
             finally:
                 server.stop()
     finally:
-        redis.stop()
+        if redis is not None:
+            redis.stop()
     print(f"\n/v1/track, tiny @ {args.image_size}px, 640x480 PNG frames, {args.frames} frames per session, "
           f"1 object, fp32 CPU")
     print("| store | sessions | frames/s (all) | p50 ms/frame | p99 ms/frame | store ms/write | store KiB/write "

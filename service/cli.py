@@ -235,12 +235,12 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
 
 def uvicorn_options(settings) -> dict:
-    """uvicorn's limits from the settings: slow clients, connection cap, WebSocket message size."""
+    """uvicorn's limits from the settings: slow clients, connection cap, WebSocket message size and deflate."""
     from .slow_clients import header_timeout_protocol
 
     return dict(host=settings.host, port=settings.port, timeout_graceful_shutdown=10,
                 http=header_timeout_protocol(settings.header_timeout), limit_concurrency=settings.max_connections,
-                ws_max_size=settings.max_ws_message_bytes)
+                ws_max_size=settings.max_ws_message_bytes, ws_per_message_deflate=settings.ws_deflate)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

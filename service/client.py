@@ -152,30 +152,33 @@ class TrackSession:
         self.notes: list[dict] = []
 
     @staticmethod
-    def _connect(url: str, api_key: str | None, session: str):
+    def _connect(url: str, api_key: str | None, session: str, deflate: bool):
         """`?session=` carries the session id so a gateway's consistent hash routes a session to one replica
-        (a random value for a new session spreads them); the server itself ignores it."""
+        (a random value for a new session spreads them); the server itself ignores it. deflate: offer per-message
+        deflate (frames are JPEG/PNG already: off by default, deflating them costs more than it saves)."""
         from websockets.sync.client import connect
 
         url = f"{url}{'&' if '?' in url else '?'}session={session}"
 
-        options = dict(additional_headers=_headers(api_key), max_size=None, open_timeout=30, proxy=None)
+        options = dict(additional_headers=_headers(api_key), max_size=None, open_timeout=30, proxy=None,
+                       compression="deflate" if deflate else None)
         try:
             return connect(url, legacy=True, **options)  # websockets >= 17: a plain connection, not a context
         except TypeError:
             return connect(url, **options)
 
     @classmethod
-    def open(cls, url: str, api_key: str | None = None, **start) -> "TrackSession":
+    def open(cls, url: str, api_key: str | None = None, deflate: bool = False, **start) -> "TrackSession":
         import secrets
 
-        ws = cls._connect(url, api_key, secrets.token_urlsafe(16))
+        ws = cls._connect(url, api_key, secrets.token_urlsafe(16), deflate)
         ws.send(json.dumps({"type": "start", **start}))
         return cls(ws, cls._expect(ws, "session", [], tolerate=()))
 
     @classmethod
-    def resume(cls, url: str, session_id: str, resume_token: str, api_key: str | None = None) -> "TrackSession":
-        ws = cls._connect(url, api_key, session_id)
+    def resume(cls, url: str, session_id: str, resume_token: str, api_key: str | None = None,
+               deflate: bool = False) -> "TrackSession":
+        ws = cls._connect(url, api_key, session_id, deflate)
         ws.send(json.dumps({"type": "resume", "session_id": session_id, "resume_token": resume_token}))
         session = cls(ws, cls._expect(ws, "session", [], tolerate=()))
         session.resume_token = resume_token

@@ -111,6 +111,10 @@ class Settings(BaseSettings):
         "reject", description="when a client sends frames faster than they are tracked: reject new or drop oldest"
     )
     track_idle_seconds: float = Field(300.0, gt=0, description="close a socket with no message for this long")
+    ws_deflate: bool = Field(
+        False, description="offer WebSocket per-message deflate (RFC 7692): off, because frames come as JPEG/PNG "
+        "already and deflating them cost ~10 ms a frame at each end for ~30% fewer bytes; on for slow links"
+    )
     ws_token_ttl: int = Field(60, ge=1, le=3600, description="seconds a token from POST /v1/track/token is valid")
     ws_token_secret: str | None = Field(
         None, min_length=32, description="HMAC key of those tokens, the same on every replica (a Secret); unset: a "

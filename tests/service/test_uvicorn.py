@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.serve_process import ServeProcess
@@ -34,3 +35,24 @@ def test_segment_over_real_http(server, image_png):
         assert "sam2_encoder_runs_total 1.0" in metrics
         assert c.get("/v1/models").json()["loaded"]["image_size"] == IMAGE_SIZE
         assert c.get("/openapi.json").status_code == 200
+
+
+def test_tracking_socket_is_not_deflated_unless_configured(server):
+    """Frames arrive as JPEG/PNG: deflating them costs both ends ~10 ms a frame for little, so the server does
+    not accept per-message deflate by default (SAM2_WS_DEFLATE=true does), and our client does not offer it."""
+    from websockets.sync.client import connect
+
+    from service.cli import uvicorn_options
+    from service.client import TrackSession
+    from service.settings import Settings
+
+    ws_url = server.replace("http://", "ws://") + "/v1/track"
+    with connect(ws_url, compression="deflate", proxy=None) as ws:  # a client that offers it, as browsers do
+        assert ws.request.headers.get("Sec-WebSocket-Extensions", "").startswith("permessage-deflate")
+        assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
+    session = TrackSession.open(ws_url)
+    assert session.ws.request.headers.get("Sec-WebSocket-Extensions") is None
+    session.add_prompt(1, points=[[40, 50]], labels=[1])
+    assert session.send_frame(np.zeros((96, 144, 3), np.uint8))["frame_idx"] == 0
+    session.close()
+    assert uvicorn_options(Settings(ws_deflate=True))["ws_per_message_deflate"] is True
