@@ -14,7 +14,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 SMOKE=""
-ONLY="tests image video service amg profile"  # and compile: --only "tests compile" (its own call), or --smoke
+ONLY="tests image video service amg profile"  # and compile: --only "tests compile" (its own call), or --smoke;
+# refcompile (Meta's vos_optimized tracking, max-autotune: minutes of compiling): --only refcompile, alone
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=--smoke; shift ;;
@@ -42,11 +43,14 @@ if [ -n "$SMOKE" ]; then
   export SAM2_TEST_DEVICE=cpu SAM2_GPU_TEST_MODELS=sam2.1_hiera_tiny SAM2_GPU_TEST_SIZE=128
   # compile: traced with the eager backend (inductor's code generation takes minutes on a CPU)
   [[ " $ONLY " == *" compile "* ]] || ONLY="$ONLY compile"
-  declare -A LIMIT=([tests]=300 [image]=200 [video]=300 [service]=300 [amg]=200 [profile]=200 [compile]=300)
+  [[ " $ONLY " == *" refcompile "* ]] || ONLY="$ONLY refcompile"
+  declare -A LIMIT=([tests]=300 [image]=200 [video]=300 [service]=300 [amg]=200 [profile]=200 [compile]=300
+                    [refcompile]=200)
 else
   # compile: the encoders of t and b+ (~20 s each, ours and the reference's), then SAM2_COMPILE's warm-up and
   # tracking for two modes; run it on its own (--only "tests compile") to stay inside one call's 10 minutes
-  declare -A LIMIT=([tests]=160 [image]=90 [video]=80 [service]=90 [amg]=50 [profile]=60 [compile]=300)
+  declare -A LIMIT=([tests]=160 [image]=90 [video]=80 [service]=90 [amg]=50 [profile]=60 [compile]=300
+                    [refcompile]=500)
 fi
 
 status=0

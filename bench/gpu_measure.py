@@ -1,6 +1,7 @@
 """The measurements of bench/gpu_check.sh, one part per call, each appending records to OUT/results.jsonl.
 
-    python bench/gpu_measure.py PART --out DIR [--smoke]       PART: image | compile | amg | video | service
+    python bench/gpu_measure.py PART --out DIR [--smoke]       PART: image | compile | refcompile | amg | video |
+                                                                   service | profile
     python bench/gpu_measure.py report --out DIR                 -> DIR/results.md (one table per part)
 
 Ours and Meta's reference run with the same seeded random weights on the same device in the same process;
@@ -230,7 +231,6 @@ def part_video(run: Run, args) -> None:
     from model_core.modeling.autocast_weights import kept
     from model_core.video_tracker import VideoTracker
     from tests.reference import REF_CONFIG_FILES, randomize_
-    from tests.model_core.video_fixtures import reference_state
 
     warm, n = 8, (12 if run.smoke else 28)
     frames = clip(n)
@@ -251,20 +251,8 @@ def part_video(run: Run, args) -> None:
                     cast_fps = ours_fps(ours, frames, k, run.ours_dtype, warm, sync=run.sync)
                 run.record("video", f"tracking frames/s, {key}, 1 object, ours casting weights on every call",
                            cast_fps, our_fps, unit="fps")
-            with tempfile.TemporaryDirectory() as tmp, torch.inference_mode(), run.autocast(run.ref_dtype):
-                from model_core.transforms import preprocess
-
-                rstate = reference_state(ref, frames, [preprocess(f, run.size) for f in frames], Path(tmp))
-                for i, (x, y) in enumerate(object_prompts(k)):
-                    ref.add_new_points_or_box(rstate, 0, i + 1, points=[[x, y]], labels=[1])
-                times, t = [], time.perf_counter()
-                for _ in ref.propagate_in_video(rstate):
-                    run.sync()
-                    now = time.perf_counter()
-                    times.append(now - t)
-                    t = now
-            ref_fps = len(times[warm:]) / sum(times[warm:])
-            run.record("video", f"tracking frames/s, {key}, {k} object(s)", our_fps, ref_fps, unit="fps")
+            run.record("video", f"tracking frames/s, {key}, {k} object(s)", our_fps,
+                       _reference_fps(run, ref, frames, k, warm), unit="fps")
         if run.device == "cuda":
             torch.cuda.empty_cache()
             tracker = VideoTracker(ours, dtype=run.ours_dtype)
@@ -281,6 +269,63 @@ def part_video(run: Run, args) -> None:
                        (torch.cuda.memory_allocated() - before) / 4 / 2**20, unit="MiB")
             del states, tracker
         del ref, ours
+        if run.device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _reference_fps(run: Run, ref, frames, k: int, warm: int) -> float:
+    """Meta's SAM2VideoPredictor propagating k clicked objects through `frames`: frames/s from frame `warm` on."""
+    from model_core.transforms import preprocess
+    from tests.model_core.video_fixtures import reference_state
+
+    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode(), run.autocast(run.ref_dtype):
+        rstate = reference_state(ref, frames, [preprocess(f, run.size) for f in frames], Path(tmp))
+        for i, (x, y) in enumerate(object_prompts(k)):
+            ref.add_new_points_or_box(rstate, 0, i + 1, points=[[x, y]], labels=[1])
+        times, t = [], time.perf_counter()
+        for _ in ref.propagate_in_video(rstate):
+            run.sync()
+            now = time.perf_counter()
+            times.append(now - t)
+            t = now
+    return len(times[warm:]) / sum(times[warm:])
+
+
+def part_refcompile(run: Run, args) -> None:
+    """Meta's compiled tracking, the per-stream target: build_sam2_video_predictor(vos_optimized=True) compiles
+    its image encoder, memory encoder, memory attention and SAM heads with max-autotune. Its warm-up (first
+    propagation, compiling) and frames/s beside ours (eager; `compile` has ours compiled). Long: run it alone."""
+    import contextlib
+    from unittest import mock
+
+    from sam2.build_sam import build_sam2_video_predictor
+
+    from tests.reference import REF_CONFIG_FILES, ours_from_reference, randomize_
+
+    warm, frames = 8, clip(12 if run.smoke else 28)
+    compiling = contextlib.nullcontext()
+    if run.smoke:  # trace only, as `compile` does: max-autotune code generation takes many minutes on a CPU
+        real = torch.compile
+        compiling = mock.patch.object(torch, "compile", lambda fn, mode=None, **kw: real(fn, backend="eager", **kw))
+    for key in run.models(args.compile_models):
+        name = MODELS[key]
+        torch.manual_seed(0)
+        with compiling:
+            ref = build_sam2_video_predictor(REF_CONFIG_FILES[name], ckpt_path=None, device="cpu", vos_optimized=True,
+                                             hydra_overrides_extra=["++model.fill_hole_area=0",
+                                                                    f"++model.image_size={run.size}"])
+            ref = as_meta_builds_it(randomize_(ref, 0).eval()).to(run.device)
+            ours = ours_from_reference(ref, name, run.size).to(run.device)
+            t0 = time.perf_counter()
+            _reference_fps(run, ref, frames, 1, warm)
+            run.record("refcompile", f"reference vos_optimized warm-up (first propagation), {key}", None,
+                       time.perf_counter() - t0, unit="s")
+            for k in ((1, 2) if run.smoke else (1, 8)):
+                run.record("refcompile", f"tracking frames/s, {key}, {k} object(s), ours eager vs reference compiled",
+                           ours_fps(ours, frames, k, run.ours_dtype, warm, sync=run.sync),
+                           _reference_fps(run, ref, frames, k, warm), unit="fps")
+        del ref, ours
+        torch._dynamo.reset()
         if run.device == "cuda":
             torch.cuda.empty_cache()
 
@@ -398,7 +443,7 @@ def report(out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["image", "compile", "amg", "video", "service", "profile", "report"])
+    ap.add_argument("part", choices=["image", "compile", "refcompile", "amg", "video", "service", "profile", "report"])
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny, 256 px: checks that every part runs")
     ap.add_argument("--models", default="t,s,b+,l")

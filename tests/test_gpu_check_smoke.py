@@ -13,8 +13,8 @@ def test_gpu_check_smoke_runs_every_part(tmp_path):
                           text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     parts = {json.loads(line)["part"] for line in (out / "results.jsonl").read_text().splitlines()}
-    assert parts == {"image", "amg", "video", "service", "compile"}
+    assert parts == {"image", "amg", "video", "service", "compile", "refcompile"}
     assert "passed" in (out / "tests.log").read_text() and "failed" not in (out / "tests.log").read_text()
-    assert (out / "results.md").read_text().count("###") == 5
+    assert (out / "results.md").read_text().count("###") == 6
     assert "tracking steps" in (out / "profile.txt").read_text()
     assert "segment-everything" in (out / "profile.txt").read_text()
