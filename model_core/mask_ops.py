@@ -20,7 +20,9 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     n, h, w = masks.shape
     if n == 0:
         return torch.zeros(0, 4, device=masks.device)
-    rows, cols = masks.any(dim=2), masks.any(dim=1)  # (N, H), (N, W)
+    # max over bytes: a CPU `any` over bools is not vectorised (3 x 768 x 1024 masks: 2.6 ms against 0.07)
+    as_bytes = masks.bool().view(torch.uint8)
+    rows, cols = as_bytes.amax(dim=2) > 0, as_bytes.amax(dim=1) > 0  # (N, H), (N, W)
 
     def span(present: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.arange(length, device=masks.device)
@@ -100,7 +102,9 @@ def encode_rle(masks: np.ndarray) -> list[dict]:
     """COCO compressed RLE (SA-1B's format) of (N, H, W) bool masks; counts as str, ready for JSON."""
     if len(masks) == 0:
         return []
-    rles = coco_mask.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    # (H, W, N) in Fortran order, as pycocotools takes it, is (N, W, H) in C order: one transposing copy
+    columns = np.ascontiguousarray(np.asarray(masks, dtype=bool).transpose(0, 2, 1)).view(np.uint8)
+    rles = coco_mask.encode(columns.transpose(2, 1, 0))
     for rle in rles:
         rle["counts"] = rle["counts"].decode("ascii")
     return rles

@@ -108,9 +108,16 @@ def test_boxes_stability_and_rle_match_meta():
     )
     masks = logits > 0
     torch.testing.assert_close(masks_to_boxes(masks), amg_ref.batched_mask_to_box(masks).float())
+    edges = torch.zeros(3, 7, 9, dtype=torch.bool)  # single pixels in opposite corners, one full column
+    edges[0, 0, 0] = edges[1, 6, 8] = True
+    edges[2, :, 4] = True
+    torch.testing.assert_close(masks_to_boxes(edges), amg_ref.batched_mask_to_box(edges).float())
     for mask, theirs in zip(masks, amg_ref.mask_to_rle_pytorch(masks)):
         assert uncompressed_rle(mask.numpy()) == theirs
         assert rle_area(encode_rle(mask.numpy()[None])[0]) == amg_ref.area_from_rle(theirs)
+    for mask, rle in zip(masks.numpy(), encode_rle(masks.numpy()), strict=True):  # a batch of non-square masks
+        assert rle["size"] == [40, 50]
+        np.testing.assert_array_equal(decode_rle(rle), mask)
 
 
 def test_nms_matches_torchvision_including_degenerate_boxes():
