@@ -112,3 +112,24 @@ def test_weights_sha256_setting_must_be_a_digest():
     with pytest.raises(ValidationError, match="SAM2_WEIGHTS_SHA256"):
         Settings(weights_sha256="sam2.1_hiera_large.pt")
     assert Settings(weights_sha256="").weights_sha256 is None
+
+
+def test_cli_commands_on_cuda_use_the_services_attention_kernels(monkeypatch):
+    """segment / track / annotate own their process, as serve does: on CUDA they leave cuDNN's attention out
+    (SAM2_CUDNN_ATTENTION, default off), and on a CPU they change nothing. (Only the flag: no GPU here.)"""
+    import torch
+
+    from service.cli import use_service_attention
+
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    try:
+        torch.backends.cuda.enable_cudnn_sdp(True)
+        use_service_attention("cpu")
+        assert torch.backends.cuda.cudnn_sdp_enabled()
+        use_service_attention("cuda:0")
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        monkeypatch.setenv("SAM2_CUDNN_ATTENTION", "true")
+        use_service_attention(torch.device("cuda"))
+        assert torch.backends.cuda.cudnn_sdp_enabled()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(before)
