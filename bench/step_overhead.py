@@ -1,7 +1,8 @@
 """Host-side work of a tracking step under autocast: aten ops dispatched per step and ms per step at a small
 image size, where the compute is small and the host's dispatching dominates, as it does for a step on a GPU
 (bench/gpu_check.sh profiles that). Ours keeping autocast's weight copies, ours casting weights on every call,
-and Meta's SAM2VideoPredictor (propagating inside one autocast block, as its README shows), same weights.
+and Meta's SAM2VideoPredictor (propagating inside one autocast block, as its README shows), same weights. Then
+the ops of a set_image and of a click on the cached image, against Meta's SAM2ImagePredictor.
 
     python bench/step_overhead.py [--image-size 128] [--objects 1,8] [--dtype bf16] [--frames 16] [--json F]
 """
@@ -75,6 +76,40 @@ def reference(ref, frames, k, dtype) -> tuple[int, int, float]:
     return _summary(counted, times)
 
 
+def counted_ops(fn) -> tuple[int, int]:
+    """(aten ops, of them dtype conversions) of one fn() call after a first, warming one."""
+    fn()
+    with Ops() as counted:
+        fn()
+    return sum(counted.ops.values()), counted.ops["_to_copy"] + counted.ops["to"]
+
+
+def image_rows(model, image_size: int, dtype) -> list[tuple[str, float, float]]:
+    """Ops of a set_image and of a click on the cached image: ours (both ways) and SAM2ImagePredictor."""
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    from _common import test_image
+    from model_core import ImagePredictor
+    from model_core.modeling.autocast_weights import kept
+    from tests.reference import build_reference, fit_to_image_size
+
+    image, click = test_image(192, 256), dict(point_coords=[[100.0, 80.0]], point_labels=[1])
+    ours = ImagePredictor(model, dtype=dtype)
+    theirs = fit_to_image_size(SAM2ImagePredictor(as_meta_builds_it(build_reference("sam2.1_hiera_tiny",
+                                                                                    image_size))), image_size)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=dtype):  # as Meta's README runs it
+        ref_set = counted_ops(lambda: theirs.set_image(image))
+        ref_click = counted_ops(lambda: theirs.predict(**click))
+    rows = []
+    for keep, label in ((True, "keeping weight copies"), (False, "casting on every call")):
+        with kept(keep):
+            mine_set = counted_ops(lambda: ours.set_image(image))
+            mine_click = counted_ops(lambda: ours.predict(**click))
+        rows += [(f"ops per set_image, ours {label}", mine_set[0], ref_set[0]),
+                 (f"ops per click, ours {label}", mine_click[0], ref_click[0])]
+    return rows
+
+
 def _summary(counted: Ops, times: list[float]) -> tuple[int, int, float]:
     casts = counted.ops["_to_copy"] + counted.ops["to"]
     return sum(counted.ops.values()), casts, statistics.median(times[WARM:])
@@ -86,7 +121,8 @@ def main() -> None:
     ap.add_argument("--objects", default="1,8")
     ap.add_argument("--dtype", default="bf16")
     ap.add_argument("--frames", type=int, default=16)
-    ap.add_argument("--json", help="also write the figures here: {objects: {side: [ops, conversions, s]}}")
+    ap.add_argument("--json", help="also write the figures here: {objects: {side: [ops, conversions, s]}, "
+                    "image: {what: [ours, reference]}}")
     args = ap.parse_args()
 
     from model_core.precision import parse_dtype
@@ -113,6 +149,10 @@ def main() -> None:
             ("ms per step, ours keeping weight copies", kept_copies[2] * 1e3, theirs[2] * 1e3),
             ("ms per step, ours casting on every call", cast_each[2] * 1e3, theirs[2] * 1e3),
         ], unit=" ")
+    rows = image_rows(model, args.image_size, dtype)
+    print_table(f"image, tiny @ {args.image_size}px [{args.dtype}], 256x192 image; ratio = reference / ours", rows,
+                unit=" ")
+    figures["image"] = {what: [ours_n, ref_n] for what, ours_n, ref_n in rows}
     if args.json:
         Path(args.json).write_text(json.dumps(figures))
 
