@@ -70,11 +70,14 @@ def use_service_attention(device) -> None:
     import os
 
     import torch
-    from pydantic import TypeAdapter
+    from pydantic import TypeAdapter, ValidationError
 
     if torch.device(device).type == "cuda":
-        torch.backends.cuda.enable_cudnn_sdp(TypeAdapter(bool).validate_python(
-            os.environ.get("SAM2_CUDNN_ATTENTION", "false")))
+        value = os.environ.get("SAM2_CUDNN_ATTENTION", "false")
+        try:
+            torch.backends.cuda.enable_cudnn_sdp(TypeAdapter(bool).validate_python(value))
+        except ValidationError:
+            raise SystemExit(f"error: SAM2_CUDNN_ATTENTION={value!r} is neither true nor false") from None
 
 
 def cmd_segment(args: argparse.Namespace) -> int:

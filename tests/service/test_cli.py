@@ -131,5 +131,8 @@ def test_cli_commands_on_cuda_use_the_services_attention_kernels(monkeypatch):
         monkeypatch.setenv("SAM2_CUDNN_ATTENTION", "true")
         use_service_attention(torch.device("cuda"))
         assert torch.backends.cuda.cudnn_sdp_enabled()
+        monkeypatch.setenv("SAM2_CUDNN_ATTENTION", "maybe")
+        with pytest.raises(SystemExit, match="neither true nor false"):
+            use_service_attention("cuda")
     finally:
         torch.backends.cuda.enable_cudnn_sdp(before)
