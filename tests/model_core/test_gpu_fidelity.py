@@ -126,6 +126,30 @@ def test_autocast_tracking_masks_match_fp32(name, dtype):
             assert iou(e[obj], g[obj]) >= 0.99, f"{name} {dtype} frame {i} object {obj}"
 
 
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_kept_weight_copies_change_no_bit(dtype):
+    """Autocast's weight casts made once (modeling/autocast_weights.py) give the logits of casting on every call.
+    Compared exactly where the device repeats itself bit for bit, else within its own run-to-run spread."""
+    from model_core.modeling.autocast_weights import kept
+
+    _, ours = pair(MODELS[0])
+    frames = synthetic_clip(4, 240, 320)
+
+    def logits(keep: bool) -> list[torch.Tensor]:
+        with kept(keep):
+            tracker = VideoTracker(ours, dtype=parse_dtype(dtype))
+            state = tracker.new_state(240, 320)
+            tracker.add_prompt(state, 1, points=[[96, 120]], labels=[1])
+            tracker.add_prompt(state, 2, box=[176, 36, 256, 120])
+            return [torch.cat([o.logits.flatten().cpu(), torch.tensor([o.object_score_logit])])
+                    for f in frames for o in tracker.track(state, f).objects]
+
+    cast_each, again, kept_copies = logits(False), logits(False), logits(True)
+    spread = max(float((a - b).abs().max()) for a, b in zip(cast_each, again))
+    diff = max(float((a - b).abs().max()) for a, b in zip(cast_each, kept_copies))
+    assert diff <= spread, f"{dtype}: kept copies moved logits by {diff} (run to run: {spread})"
+
+
 @pytest.mark.skipif(not DEVICE.startswith("cuda"), reason="compiling takes minutes on a CPU")
 @pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
 def test_compiled_model_keeps_masks(mode):
