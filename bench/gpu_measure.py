@@ -378,10 +378,20 @@ def part_service(run: Run, args) -> None:
         tracking = serve(run.size, None, Path(tmp) / "track.log", device=run.device, dtype=dtype,
                          model=args.service_model)
         try:
-            for n in levels:
-                r = run_sessions(tracking.port, n, frames)
-                run.record("service", f"/v1/track {n} sessions: aggregate frames/s", r["fps"], unit="fps",
-                           p50_ms=r["p50"], p99_ms=r["p99"])
+            for n, in_flight in [(n, 1) for n in levels] + [(1, 3)]:
+                r = run_sessions(tracking.port, n, frames, in_flight=in_flight)
+                name = f"/v1/track {n} sessions" + (f", {in_flight} frames in flight each" if in_flight > 1 else "")
+                run.record("service", f"{name}: aggregate frames/s", r["fps"], unit="fps", p50_ms=r["p50"],
+                           p99_ms=r["p99"], server_ms=r["server_ms"])
+        finally:
+            tracking.stop()
+        # read ahead is on with CUDA (auto): the same pipelined session with it off
+        tracking = serve(run.size, None, Path(tmp) / "track-off.log", device=run.device, dtype=dtype,
+                         model=args.service_model, read_ahead="off")
+        try:
+            r = run_sessions(tracking.port, 1, frames, in_flight=3)
+            run.record("service", "/v1/track 1 sessions, 3 frames in flight each, read ahead off: aggregate frames/s",
+                       r["fps"], unit="fps", p50_ms=r["p50"], p99_ms=r["p99"], server_ms=r["server_ms"])
         finally:
             tracking.stop()
 

@@ -15,8 +15,13 @@ def stability_score(logits: torch.Tensor, mask_threshold: float, offset: float) 
     return inner / outer
 
 
-def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """Tight xyxy boxes with inclusive max coordinates: (N, H, W) bool -> (N, 4); empty masks give zeros."""
+def masks_to_boxes(masks: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """Tight xyxy boxes with inclusive max coordinates: (N, H, W) bool -> (N, 4) float32; empty masks give zeros.
+
+    A NumPy array is boxed with NumPy (a server's threads that are not its model worker stay off torch's CPU ops:
+    see `service/track_sessions.py`)."""
+    if isinstance(masks, np.ndarray):
+        return _numpy_boxes(masks.astype(bool, copy=False))
     n, h, w = masks.shape
     if n == 0:
         return torch.zeros(0, 4, device=masks.device)
@@ -35,6 +40,18 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     boxes = torch.stack([x0, y0, x1, y1], dim=1)
     empty = ~rows.any(dim=1)
     return torch.where(empty[:, None], torch.zeros_like(boxes), boxes).float()
+
+
+def _numpy_boxes(masks: np.ndarray) -> np.ndarray:
+    rows, cols = masks.any(axis=2), masks.any(axis=1)  # (N, H), (N, W)
+
+    def span(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return present.argmax(axis=1), present.shape[1] - 1 - present[:, ::-1].argmax(axis=1)
+
+    (y0, y1), (x0, x1) = span(rows), span(cols)
+    boxes = np.stack([x0, y0, x1, y1], axis=1).astype(np.float32).reshape(-1, 4)
+    boxes[~rows.any(axis=1)] = 0
+    return boxes
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:

@@ -84,6 +84,9 @@ class Engine:
     def prepare(self, rgb: np.ndarray, resize: str = "bilinear") -> torch.Tensor:
         return self.work.prepare(rgb, resize)
 
+    def encoder_input(self, rgb: np.ndarray, resize: str = "bilinear") -> torch.Tensor | np.ndarray:
+        return self.work.encoder_input(rgb, resize)
+
     # ---- life cycle -------------------------------------------------------------------------------
 
     def start(self) -> "Engine":

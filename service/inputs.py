@@ -146,7 +146,7 @@ async def resolve_image(
 
     def decode():
         rgb = image_io.decode_image(image_bytes, settings.max_image_bytes, settings.max_image_pixels)
-        return rgb, (engine.prepare(rgb) if entry is None else None)
+        return rgb, (engine.encoder_input(rgb) if entry is None else None)
 
     rgb, pixels = await run_in_threadpool(decode)
     return ImageInput(sha, rgb.shape[:2], cached=entry, pixels=pixels, rgb=rgb if keep_rgb else None, content_id=sha)

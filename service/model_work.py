@@ -1,6 +1,12 @@
 """The model work the engine's loop runs: load and warm up, encode images in batches, decode prompts, segment
 everything. No queue, no futures, no HTTP: every method runs on the engine's worker thread (but `prepare`,
-`cache_key` and `lookup`, which handlers call)."""
+`encoder_input`, `cache_key` and `lookup`, which handlers call).
+
+On the CPU, torch runs on the worker thread only. Every thread that enters one of torch's OpenMP parallel regions
+gets a team of its own, and once the process has more OpenMP threads than cores, OpenMP stops spinning between
+regions: the worker's many small ops then wait on wake-ups (a tracking step at 64 px took 37-41 ms alone and
+67-85 ms once another thread had resized one image; README, "Speed"). So on the CPU handlers hand the worker
+the decoded image, and on CUDA the input they uploaded and resized on the device."""
 
 from __future__ import annotations
 
@@ -38,7 +44,7 @@ class ImageInput:
     image_id: str
     orig_hw: tuple[int, int]
     cached: CachedImage | None = None
-    pixels: torch.Tensor | None = None  # (3, S, S) normalised, from Engine.prepare
+    pixels: torch.Tensor | np.ndarray | None = None  # from Engine.encoder_input: (3, S, S), or on the CPU the image
     rgb: np.ndarray | None = None  # kept only when segment-everything crops need the pixels
     content_id: str | None = None  # sha256 of the bytes: identical uploads share one encoder slot
     tenant: str | None = None  # whose cache new features go to (None: not cached); set by the engine
@@ -123,6 +129,14 @@ class ModelWork:
         `resize`: the reference's filter for the path ("bilinear" images, "bicubic" video frames)."""
         return preprocess(rgb, self.image_size, self.device, resize)
 
+    def encoder_input(self, rgb: np.ndarray, resize: str = "bilinear") -> torch.Tensor | np.ndarray:
+        """What a handler's thread hands the worker for an image: on CUDA the prepared input (made there, beside
+        the worker's steps); on the CPU the image itself, prepared on the worker (module docstring)."""
+        return rgb if self.device.type == "cpu" else self.prepare(rgb, resize)
+
+    def _prepared(self, pixels: torch.Tensor | np.ndarray) -> torch.Tensor:
+        return self.prepare(pixels) if isinstance(pixels, np.ndarray) else pixels
+
     # ---- on the worker --------------------------------------------------------------------------------
 
     def load(self) -> None:
@@ -190,7 +204,7 @@ class ModelWork:
         if not todo:
             return
         groups = list(todo.values())
-        feats = self.encode_pixels([g[0].pixels for g in groups])
+        feats = self.encode_pixels([self._prepared(g[0].pixels) for g in groups])
         for i, g in enumerate(groups):
             entry = CachedImage(feats[i], g[0].orig_hw)
             for image in g:

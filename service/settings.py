@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     track_backpressure: Literal["reject", "drop_oldest"] = Field(
         "reject", description="when a client sends frames faster than they are tracked: reject new or drop oldest"
     )
+    track_read_ahead: Literal["auto", "on", "off"] = Field(
+        "auto", description="decode and resize a session's next waiting frame while the one before it is tracked; "
+        "auto: on with CUDA, off on the CPU, where the decoding only takes cores from the tracking step"
+    )
     track_idle_seconds: float = Field(300.0, gt=0, description="close a socket with no message for this long")
     ws_deflate: bool = Field(
         False, description="offer WebSocket per-message deflate (RFC 7692): off, because frames come as JPEG/PNG "

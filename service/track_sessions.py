@@ -33,7 +33,8 @@ from .session_store import (
 )
 from .wire import RAW_HEADER_BYTES, RAW_MAGIC, encode_raw_frame, raw_frame_size
 
-__all__ = ["Session", "TrackError", "TrackSessions", "decode_frame", "encode_raw_frame", "result_message"]
+__all__ = ["FrameInput", "Session", "TrackError", "TrackSessions", "decode_frame", "encode_raw_frame",
+           "result_message"]
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def result_message(result: TrackResult, **extra) -> dict:
     objects = []
     if result.objects:
         masks = np.stack([o.mask for o in result.objects])
-        boxes = masks_to_boxes(torch.from_numpy(masks)).numpy()
+        boxes = masks_to_boxes(masks)  # NumPy: this runs in a helper thread
         for o, rle, box in zip(result.objects, encode_rle(masks), boxes):
             objects.append({
                 # wire names: "score" is the predicted IoU, "object_score" the presence logit
@@ -104,10 +105,20 @@ def _pending_record(p: TrackPrompt) -> dict:
 
 
 @dataclass
-class FrameStep:
-    """A tracked frame: its result, store notices to send before it, and where the time went."""
+class FrameInput:
+    """A binary frame decoded and made the encoder's input: ready ahead of its turn (nothing of a session in it)."""
 
-    result: TrackResult
+    hw: tuple[int, int]  # the frame's own size
+    x: torch.Tensor | np.ndarray  # (3, S, S) on the device, or on the CPU the image (`Engine.encoder_input`)
+    decode_seconds: float
+    prepare_seconds: float
+
+
+@dataclass
+class FrameStep:
+    """A tracked frame: its masks message, store notices to send before it, and where the time went."""
+
+    message: dict
     notes: list[dict]
     track_seconds: float
     store_seconds: float
@@ -297,9 +308,21 @@ class TrackSessions:
 
     # ---- steps: each runs on the engine, persists its delta and returns what to send ---------------
 
-    async def track_frame(self, session: Session, rgb: np.ndarray) -> FrameStep:
+    def read_frame(self, data: bytes) -> FrameInput:
+        """Decode a binary frame and, on CUDA, prepare it on the device (in a handler's thread: a socket reads one
+        frame ahead, so this overlaps the frame before it being tracked)."""
+        s = self.settings
+        t0 = time.perf_counter()
+        rgb = decode_frame(data, s.max_image_bytes, s.max_image_pixels)
+        t1 = time.perf_counter()
+        x = self.engine.encoder_input(rgb, self.tracker.resize)
+        return FrameInput(rgb.shape[:2], x, t1 - t0, time.perf_counter() - t1)
+
+    async def track_frame(self, session: Session, frame: FrameInput) -> FrameStep:
+        """Track one frame, then encode its masks while the step's delta is written (acknowledged means stored:
+        the message is returned once both are done)."""
         st = session.state
-        hw = rgb.shape[:2]
+        hw = frame.hw
         waiting: list[tuple[TrackPrompt, np.ndarray | None]] = []
         sizes_session = st.height == 0 or st.mode == "images"  # this frame's size is the session's from now on
         if sizes_session:  # prompts that waited for this frame's size are checked against it and apply with it
@@ -317,10 +340,9 @@ class TrackSessions:
                 waiting.append((prompt, mask))
             session.pending = [_pending_record(p) for p, _ in waiting]
         elif hw != (st.height, st.width):
-            raise TrackError("bad_frame", f"frame is {rgb.shape[1]}x{rgb.shape[0]}, the session's frames are "
+            raise TrackError("bad_frame", f"frame is {hw[1]}x{hw[0]}, the session's frames are "
                                           f"{st.width}x{st.height} (a video's frames keep one size; start the session "
                                           "with mode 'images' for images of different sizes)")
-        x = await asyncio.to_thread(self.engine.prepare, rgb, self.tracker.resize)
         refused: list[str] = []
 
         def take_size() -> None:  # on the worker, in the tracking step itself: a full queue or a deadline
@@ -332,15 +354,20 @@ class TrackSessions:
                     refused.append(str(exc).strip("'\""))
 
         t0 = time.perf_counter()
-        result = await self.engine.track(self.tracker, st, x, before=take_size if sizes_session else None)
+        result = await self.engine.track(self.tracker, st, frame.x, before=take_size if sizes_session else None)
         t1 = time.perf_counter()
         session.pending = []
         session.notes.extend(self._dropped(detail) for detail in refused)
         self.metrics.device_seconds.labels("tracker", self.engine.model.cfg.name).observe(t1 - t0)
         self.metrics.frames_tracked.inc()
         notes, session.notes = session.notes, []
-        notes += await self._persist_notes(session)
-        return FrameStep(result, notes, t1 - t0, time.perf_counter() - t1)
+
+        async def stored() -> float:
+            notes.extend(await self._persist_notes(session))
+            return time.perf_counter() - t1
+
+        message, store_seconds = await asyncio.gather(asyncio.to_thread(result_message, result), stored())
+        return FrameStep(message, notes, t1 - t0, store_seconds)
 
     @staticmethod
     def _dropped(detail: str) -> dict:

@@ -39,7 +39,7 @@ async def embed(request: Request, settings: SettingsDep, engine: EngineDep, tena
     if entry is None:
         def decode():
             rgb = image_io.decode_image(image_bytes, settings.max_image_bytes, settings.max_image_pixels)
-            return rgb.shape[:2], engine.prepare(rgb)
+            return rgb.shape[:2], engine.encoder_input(rgb)
 
         hw, pixels = await run_in_threadpool(decode)
         entry = await engine.embed(ImageInput(name, hw, pixels=pixels, content_id=sha), tenant)

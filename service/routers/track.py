@@ -1,7 +1,8 @@
 """WS /v1/track: streaming video sessions (protocol in docs/protocol.md).
 
 Two tasks per socket: a reader that parses messages, answers pings and applies the frame back-pressure
-policy, and a worker that runs the session's steps in arrival order and sends results in frame order.
+policy, and a worker that runs the session's steps in arrival order and sends results in frame order. With
+CUDA the next waiting frame is decoded and prepared while the one before it is tracked (one frame ahead at most).
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import json
 import logging
 import time
 from collections import deque
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 
 from .. import ws_tokens
 from ..auth import Tenant, presented_key, tenant_of
 from ..engine_errors import NotReady, Overloaded, QueueTimeout
-from ..track_sessions import Session, TrackError, TrackSessions, decode_frame, result_message
+from ..track_sessions import FrameInput, Session, TrackError, TrackSessions
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["tracking"])
@@ -40,6 +42,22 @@ async def track_token(request: Request, tenant: Tenant) -> dict:
     return {"token": ws_tokens.mint(request.app.state.ws_token_secret, tenant, ttl), "expires_in": ttl}
 
 
+@dataclass
+class _Frame:
+    """A binary frame waiting its turn; `ready` decodes and prepares it ahead of time (see `read_ahead`)."""
+
+    seq: int
+    data: bytes
+    received: float
+    ready: asyncio.Task | None = None
+
+    def drop(self) -> None:
+        """Not wanted any more: stop waiting for it, and take its error (if it failed) so none is logged."""
+        if self.ready is not None:
+            self.ready.cancel()
+            self.ready.add_done_callback(lambda task: task.cancelled() or task.exception())
+
+
 class _Connection:
     """One socket: its session (once started), the ordered event queue and the send lock."""
 
@@ -47,6 +65,8 @@ class _Connection:
         self.ws, self.sessions, self.tenant = ws, sessions, tenant
         s = sessions.settings
         self.max_queued, self.policy = s.track_queue_frames, s.track_backpressure
+        self.reads_ahead = s.track_read_ahead == "on" or (s.track_read_ahead == "auto"
+                                                          and sessions.engine.device.type != "cpu")
         self.events: deque = deque()
         self.wakeup = asyncio.Event()
         self.frames_queued = 0
@@ -103,12 +123,35 @@ class _Connection:
             for i, (kind, payload) in enumerate(self.events):  # drop_oldest
                 if kind == "frame":
                     del self.events[i]
+                    payload.drop()
                     self.frames_queued -= 1
                     self.sessions.metrics.dropped_frames.inc()
-                    asyncio.ensure_future(self.send({"type": "dropped", "seq": [payload[0]]}))
+                    asyncio.ensure_future(self.send({"type": "dropped", "seq": [payload.seq]}))
                     break
         self.frames_queued += 1
-        self.push(("frame", (seq, data, time.perf_counter())))
+        self.push(("frame", _Frame(seq, data, time.perf_counter())))
+        self.read_ahead()
+
+    def read_ahead(self) -> None:
+        """Start decoding and preparing the first waiting frame, if it is not started yet: it overlaps the step
+        running now (`SAM2_TRACK_READ_AHEAD`). Only once a session exists (a frame before `start` is refused
+        unread)."""
+        if self.session is None or not self.reads_ahead:
+            return
+        for kind, payload in self.events:
+            if kind == "frame":
+                self.start_reading(payload)
+                return
+
+    def start_reading(self, frame: _Frame) -> None:
+        if frame.ready is None:
+            frame.ready = asyncio.ensure_future(asyncio.to_thread(self.sessions.read_frame, frame.data))
+
+    def drop_waiting(self) -> None:
+        """The socket is done: frames being read ahead are not wanted (nor their errors)."""
+        for kind, payload in self.events:
+            if kind == "frame":
+                payload.drop()
 
     async def on_text(self, text: str) -> None:
         limit = self.sessions.settings.track_max_text_bytes
@@ -141,7 +184,10 @@ class _Connection:
             try:
                 if kind == "frame":
                     self.frames_queued -= 1
-                    await self.on_frame_event(*payload)
+                    if self.session is not None:
+                        self.start_reading(payload)
+                    self.read_ahead()  # the next frame, while this one is tracked
+                    await self.on_frame_event(payload)
                 else:
                     await self.on_control(payload)
             except TrackError as exc:
@@ -155,26 +201,33 @@ class _Connection:
             if self.closing:
                 return
 
-    async def on_frame_event(self, seq: int, data: bytes, received: float) -> None:
-        session = self.require_session()
-        s = self.sessions.settings
-        t0 = time.perf_counter()
-        rgb = await asyncio.to_thread(decode_frame, data, s.max_image_bytes, s.max_image_pixels)
-        t1 = time.perf_counter()
+    async def on_frame_event(self, frame: _Frame) -> None:
         try:
-            step = await self.sessions.track_frame(session, rgb)
+            session = self.require_session()
+        except TrackError:
+            frame.drop()
+            raise
+        t0 = time.perf_counter()
+        self.start_reading(frame)
+        read: FrameInput = await frame.ready
+        try:
+            step = await self.sessions.track_frame(session, read)
         except (Overloaded, QueueTimeout) as exc:  # back-pressure: the session and its prompts stay as they were
             self.sessions.metrics.dropped_frames.inc()
             await self.send_notes(session)
-            await self.send({"type": "busy", "seq": seq, "detail": exc.detail})
+            await self.send({"type": "busy", "seq": frame.seq, "detail": exc.detail})
             return
-        t3 = time.perf_counter()
-        t2 = t3 - step.store_seconds
-        msg = await asyncio.to_thread(result_message, step.result, seq=seq)
-        msg["timings"] = {"queue_ms": round((t0 - received) * 1e3, 2), "decode_ms": round((t1 - t0) * 1e3, 2),
-                          "track_ms": round((t2 - t1) * 1e3, 2), "store_ms": round((t3 - t2) * 1e3, 2),
-                          "total_ms": round((time.perf_counter() - received) * 1e3, 2)}
-        self.sessions.metrics.frame_latency.observe(time.perf_counter() - received)
+        msg = {**step.message, "seq": frame.seq}
+        done = time.perf_counter()
+        # decode_ms and prepare_ms may have overlapped the frame before; track_ms includes waiting for the engine;
+        # the masks are encoded during store_ms, beside the write
+        msg["timings"] = {"queue_ms": round((t0 - frame.received) * 1e3, 2),
+                          "decode_ms": round(read.decode_seconds * 1e3, 2),
+                          "prepare_ms": round(read.prepare_seconds * 1e3, 2),
+                          "track_ms": round(step.track_seconds * 1e3, 2),
+                          "store_ms": round(step.store_seconds * 1e3, 2),
+                          "total_ms": round((done - frame.received) * 1e3, 2)}
+        self.sessions.metrics.frame_latency.observe(done - frame.received)
         for note in step.notes:  # store news first, so a client reading this frame's masks has seen it
             await self.send(note)
         await self.send(msg)
@@ -257,6 +310,7 @@ async def track(ws: WebSocket) -> None:
     finally:
         conn.closing = True
         reader.cancel()
+        conn.drop_waiting()
         if conn.session is not None:
             sessions.detach(conn.session)
         try:

@@ -112,6 +112,10 @@ def test_boxes_stability_and_rle_match_meta():
     edges[0, 0, 0] = edges[1, 6, 8] = True
     edges[2, :, 4] = True
     torch.testing.assert_close(masks_to_boxes(edges), amg_ref.batched_mask_to_box(edges).float())
+    for m in (masks, edges, torch.zeros(0, 7, 9, dtype=torch.bool)):  # NumPy arrays get NumPy's boxes, the same
+        boxes = masks_to_boxes(m.numpy())
+        assert isinstance(boxes, np.ndarray) and boxes.dtype == np.float32
+        np.testing.assert_array_equal(boxes, amg_ref.batched_mask_to_box(m).float().numpy().reshape(-1, 4))
     for mask, theirs in zip(masks, amg_ref.mask_to_rle_pytorch(masks)):
         assert uncompressed_rle(mask.numpy()) == theirs
         assert rle_area(encode_rle(mask.numpy()[None])[0]) == amg_ref.area_from_rle(theirs)

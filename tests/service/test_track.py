@@ -105,6 +105,88 @@ def test_a_session_gives_the_trackers_masks(engine, model, clip):
     assert any(o["present"] for m in got for o in m["objects"])
 
 
+def test_a_client_that_does_not_wait_gets_the_same_masks_in_order(engine, model, clip):
+    """Everything sent at once (prompts between frames, a correction, an undecodable frame): the answers come in
+    the order sent and equal the tracker's, though each frame is read while the one before it is tracked."""
+    script = {
+        0: [("next", dict(obj_id=1, points=[[40, 48]], labels=[1]))],
+        (2, "after"): [("current", dict(obj_id=1, points=[[60, 40]], labels=[0]))],
+        4: [("next", dict(obj_id=2, box=[90, 10, 130, 50]))],
+    }
+    expected = direct_run(model, clip, script)
+    app = app_for(engine, track_queue_frames=16, track_read_ahead="on")
+    with TestClient(app) as client, client.websocket_connect("/v1/track") as ws:
+        start(ws)
+        for i, frame in enumerate(clip):
+            for _, kw in script.get(i, []):
+                ws.send_json({"type": "prompt", **kw})
+            ws.send_bytes(png(frame))
+            for _, kw in script.get((i, "after"), []):
+                ws.send_json({"type": "prompt", "frame": "current", **kw})
+            if i == 5:
+                ws.send_bytes(b"\x89PNG\r\n\x1a\n garbage")
+        answers = [ws.receive_json() for _ in range(len(expected) + 3)]  # + 2 acks + 1 error
+    kinds = [(m["type"], m.get("frame_idx"), m.get("refined", False)) for m in answers]
+    assert kinds == [("ack", 0, False), ("masks", 0, False), ("masks", 1, False), ("masks", 2, False),
+                     ("masks", 2, True), ("masks", 3, False), ("ack", 4, False), ("masks", 4, False),
+                     ("masks", 5, False), ("error", None, False), ("masks", 6, False), ("masks", 7, False)]
+    assert answers[9]["code"] == "bad_frame"
+    got = [m for m in answers if m["type"] == "masks"]
+    for msg, exp in zip(got, expected, strict=True):
+        exp_objects = exp.objects if hasattr(exp, "objects") else [exp]
+        assert [o["obj_id"] for o in msg["objects"]] == [o.obj_id for o in exp_objects]
+        for o, e in zip(msg["objects"], exp_objects):
+            np.testing.assert_array_equal(decode_rle(o["rle"]), e.mask)
+
+
+@pytest.mark.parametrize("read_ahead", ["on", "auto"])
+def test_a_socket_reads_one_frame_ahead_of_the_step_and_no_more(engine, clip, read_ahead):
+    """Read ahead on: frame k+1 is decoded while frame k is tracked; frame k+2 waits until frame k is done (one
+    frame of the encoder's input ahead per session, whatever the client sends). `auto` on the CPU: off, each
+    frame is read in its turn."""
+    import time as _time
+
+    app = app_for(engine, track_queue_frames=16, track_read_ahead=read_ahead)
+    sessions = app.state.track_sessions
+    events: list[tuple[str, int]] = []
+    read, track = sessions.read_frame, sessions.track_frame
+    n = 6
+    frames = [png(clip[i]) for i in range(n)]
+
+    def logged_read(data):
+        events.append(("read", frames.index(data)))
+        return read(data)
+
+    async def slow_track(session, frame):
+        k = session.state.frame_idx
+        events.append(("track", k))
+        _time.sleep(0.02)  # a slower step, so a read that overlaps it cannot be missed
+        out = await track(session, frame)
+        events.append(("done", k))
+        return out
+
+    sessions.read_frame, sessions.track_frame = logged_read, slow_track
+    with TestClient(app) as client, client.websocket_connect("/v1/track") as ws:
+        start(ws)
+        ws.send_json({"type": "prompt", "obj_id": 1, "points": [[40, 48]], "labels": [1]})
+        recv(ws, "ack")
+        for data in frames:
+            ws.send_bytes(data)
+        assert [recv(ws, "masks")["frame_idx"] for _ in range(n)] == list(range(n))
+    at = {e: i for i, e in enumerate(events)}
+    for k in range(1, n):
+        assert at[("done", k - 1)] < at[("track", k)]
+    # each frame is read before the one before it is done: whether the client's frames had all arrived by then
+    # depends on the socket, so at least most of them
+    overlapped = [k for k in range(1, n) if at[("read", k)] < at[("done", k - 1)]]
+    if read_ahead == "on":
+        assert len(overlapped) >= n - 2, events
+    else:
+        assert overlapped == [], events
+    for k in range(2, n):  # not before the worker took frame k-1, i.e. after frame k-2 was done
+        assert at[("read", k)] > at[("done", k - 2)], events
+
+
 def test_raw_frames_and_size_from_start(engine, clip):
     with TestClient(app_for(engine)) as client, client.websocket_connect("/v1/track") as ws:
         start(ws, width=W, height=H)
@@ -113,7 +195,7 @@ def test_raw_frames_and_size_from_start(engine, clip):
         ws.send_bytes(encode_raw_frame(clip[0]))
         masks = recv(ws, "masks")
         assert masks["objects"][0]["rle"]["size"] == [H, W]
-        assert set(masks["timings"]) == {"queue_ms", "decode_ms", "track_ms", "store_ms", "total_ms"}
+        assert set(masks["timings"]) == {"queue_ms", "decode_ms", "prepare_ms", "track_ms", "store_ms", "total_ms"}
 
 
 def test_malformed_messages_get_errors_and_the_session_lives_on(engine, clip):
