@@ -4,11 +4,12 @@
                                    [--deflate-ab | --read-ahead-ab] [--memory-only]
 
 Starts `sam2-service serve --weights random` twice on 127.0.0.1 (in-process store, then a redis-server it
-starts too), runs sessions in threads with the Python client (one object each, frames as PNG, each keeping
---in-flight frames unanswered) and prints aggregate frames/s, client-side per-frame p50/p99, the server's own
-split of a frame's time, and the store's cost per frame (ms and bytes, from the server's own metrics). Random weights: the work per frame is the real work. --deflate-ab: instead, the in-process
-store with WebSocket per-message deflate on (SAM2_WS_DEFLATE=true, the client offering it) and off;
---read-ahead-ab: the in-process store with SAM2_TRACK_READ_AHEAD on and off (try --in-flight 1,3).
+starts too), runs sessions in threads with the Python client (one object each, frames as PNG encoded before
+the timing, each session keeping --in-flight frames unanswered) and prints aggregate frames/s, client-side
+per-frame p50/p99, the server's own split of a frame's time (medians of the masks messages' `timings`) and the
+bytes the store writes per frame. Random weights: the work per frame is the real work.
+--deflate-ab: instead, the in-process store with WebSocket per-message deflate on (SAM2_WS_DEFLATE=true, the
+client offering it) and off; --read-ahead-ab: the in-process store with SAM2_TRACK_READ_AHEAD on and off.
 """
 
 from __future__ import annotations
