@@ -184,9 +184,6 @@ class _Connection:
             try:
                 if kind == "frame":
                     self.frames_queued -= 1
-                    if self.session is not None:
-                        self.start_reading(payload)
-                    self.read_ahead()  # the next frame, while this one is tracked
                     await self.on_frame_event(payload)
                 else:
                     await self.on_control(payload)
@@ -209,6 +206,7 @@ class _Connection:
             raise
         t0 = time.perf_counter()
         self.start_reading(frame)
+        self.read_ahead()  # the next frame, while this one is tracked
         read: FrameInput = await frame.ready
         try:
             step = await self.sessions.track_frame(session, read)
