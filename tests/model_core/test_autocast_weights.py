@@ -84,3 +84,25 @@ def test_copies_follow_new_weights_and_another_dtype():
     got_fp16, _ = track(model, frames, torch.float16)
     assert all(torch.equal(x, y) for a, b in zip(expected_fp16, got_fp16) for x, y in zip(a, b))
     assert not all(torch.equal(x, y) for a, b in zip(expected, expected_fp16) for x, y in zip(a, b))
+
+
+def test_the_dense_positional_encoding_is_kept_and_follows_its_buffer_and_autocast():
+    """The image grid's positional encoding (asked for by every decode) is made once per buffer and autocast dtype:
+    the same numbers as making it afresh, remade when the buffer is loaded or autocast changes."""
+    pe = build_model("sam2.1_t", weights="random", image_size=SIZE).sam_prompt_encoder
+
+    def fresh():
+        return pe.pe_layer(pe.image_embedding_size)[None]
+
+    with torch.inference_mode():
+        first = pe.get_dense_pe()
+        assert pe.get_dense_pe() is first and torch.equal(first, fresh())
+        with torch.autocast("cpu", torch.bfloat16):
+            low = pe.get_dense_pe()
+            assert low is not first and torch.equal(low, fresh()) and not torch.equal(low, first)
+        assert torch.equal(pe.get_dense_pe(), first)
+    first.add_(1)  # a caller that wrote to it does not poison the next decode
+    assert torch.equal(pe.get_dense_pe(), fresh())
+    other = torch.randn(2, pe.embed_dim // 2, generator=torch.Generator().manual_seed(1))
+    pe.load_state_dict({**pe.state_dict(), "pe_layer.positional_encoding_gaussian_matrix": other})
+    assert torch.equal(pe.get_dense_pe(), fresh()) and torch.equal(pe.pe_layer.positional_encoding_gaussian_matrix, other)
