@@ -350,9 +350,11 @@ def test_sessions_per_key_are_limited(engine):
                 assert recv(second, "error")["code"] == "limit"
 
 
-@pytest.mark.parametrize("policy", ["reject", "drop_oldest"])
-def test_a_flooding_client_gets_the_backpressure_policy(engine, clip, policy):
-    with TestClient(app_for(engine, track_queue_frames=2, track_backpressure=policy)) as client:
+@pytest.mark.parametrize("policy,read_ahead", [("reject", "auto"), ("drop_oldest", "auto"), ("drop_oldest", "on")])
+def test_a_flooding_client_gets_the_backpressure_policy(engine, clip, policy, read_ahead):
+    """drop_oldest with read ahead: the frame being read may be the one dropped."""
+    app = app_for(engine, track_queue_frames=2, track_backpressure=policy, track_read_ahead=read_ahead)
+    with TestClient(app) as client:
         with client.websocket_connect("/v1/track") as ws:
             start(ws)
             ws.send_json({"type": "prompt", "obj_id": 1, "points": [[40, 48]], "labels": [1]})
