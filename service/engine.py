@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from model_core import SAM2Model
+from model_core.transforms import preprocess
 
 from . import scheduler as sched
 from .embedding_cache import CachedImage
@@ -257,20 +258,24 @@ def _single_step(kind: str, payload: Any, key: Any = None) -> JobSteps:
 
 def _run_track(payloads: list[tuple]) -> list[Any]:
     """Sessions' frames in one tracking batch; a failure fails them all (their states may have moved: no re-run).
-    A session whose `before` fails fails alone, without its frame."""
+    A session whose frame cannot be prepared (on the CPU frames come as images: `ModelWork.encoder_input`) or
+    whose `before` fails fails alone, without its frame."""
     tracker = payloads[0][0]
     results: list[Any] = [None] * len(payloads)
-    ready = []
-    for i, (_, _, _, before) in enumerate(payloads):
+    ready, inputs = [], []
+    for i, (_, _, x, before) in enumerate(payloads):
         try:
+            if isinstance(x, np.ndarray):  # before `before`, which changes the session's state
+                x = preprocess(x, tracker.cfg.image_size, tracker.device, tracker.resize)
             if before is not None:
                 before()
             ready.append(i)
+            inputs.append(x)
         except Exception as exc:  # noqa: BLE001
             results[i] = exc
     if ready:
         try:
-            out = tracker.track_batch([payloads[i][1] for i in ready], [payloads[i][2] for i in ready])
+            out = tracker.track_batch([payloads[i][1] for i in ready], inputs)
         except Exception as exc:  # noqa: BLE001
             out = [exc] * len(ready)
         for i, r in zip(ready, out):

@@ -43,18 +43,17 @@ class PromptEncoder(nn.Module):
         """Positional encoding of the image embedding grid, (1, C, s, s). It depends only on the projection buffer
         and the autocast dtype, and every click and tracking step asks for it: made once for those, then kept
         (remade if the buffer is loaded, moved or edited, or the kept tensor was written to)."""
-        if torch.compiler.is_compiling():
-            return self.pe_layer(self.image_embedding_size)[None]
         buf = self.pe_layer.positional_encoding_gaussian_matrix
+        if torch.compiler.is_compiling() or buf.is_inference():  # inference tensors keep no version to check
+            return self.pe_layer(self.image_embedding_size)[None]
         dev = buf.device.type
-        key = (torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None, buf.data_ptr(),
-               buf._version)
+        key = (torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None, buf._version)
         kept = self.__dict__.get("_dense_pe")
-        if kept is None or kept[0] != key or kept[1]._version != kept[2]:
+        if kept is None or kept[0] is not buf or kept[1] != key or kept[2]._version != kept[3]:
             with torch.inference_mode(False), torch.no_grad():  # an ordinary tensor, usable outside inference mode
                 pe = self.pe_layer(self.image_embedding_size)[None]
-            kept = self.__dict__["_dense_pe"] = (key, pe, pe._version)
-        return kept[1]
+            kept = self.__dict__["_dense_pe"] = (buf, key, pe, pe._version)
+        return kept[2]
 
     def embed_points(self, coords: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
         """coords (B, N, 2) in input-image pixels, labels (B, N) -> (B, N [+1], C)."""

@@ -51,12 +51,6 @@ class _Frame:
     received: float
     ready: asyncio.Task | None = None
 
-    def drop(self) -> None:
-        """Not wanted any more: stop waiting for it, and take its error (if it failed) so none is logged."""
-        if self.ready is not None:
-            self.ready.cancel()
-            self.ready.add_done_callback(lambda task: task.cancelled() or task.exception())
-
 
 class _Connection:
     """One socket: its session (once started), the ordered event queue and the send lock."""
@@ -70,6 +64,7 @@ class _Connection:
         self.events: deque = deque()
         self.wakeup = asyncio.Event()
         self.frames_queued = 0
+        self.abandoned_reads = 0  # reads of dropped frames still running in their thread
         self.seq = 0  # receipt number of binary frames
         self.session: Session | None = None
         self.send_lock = asyncio.Lock()
@@ -123,7 +118,7 @@ class _Connection:
             for i, (kind, payload) in enumerate(self.events):  # drop_oldest
                 if kind == "frame":
                     del self.events[i]
-                    payload.drop()
+                    self.drop(payload)
                     self.frames_queued -= 1
                     self.sessions.metrics.dropped_frames.inc()
                     asyncio.ensure_future(self.send({"type": "dropped", "seq": [payload.seq]}))
@@ -136,7 +131,7 @@ class _Connection:
         """Start decoding and preparing the first waiting frame, if it is not started yet: it overlaps the step
         running now (`SAM2_TRACK_READ_AHEAD`). Only once a session exists (a frame before `start` is refused
         unread)."""
-        if self.session is None or not self.reads_ahead:
+        if self.session is None or not self.reads_ahead or self.closing or self.abandoned_reads:
             return
         for kind, payload in self.events:
             if kind == "frame":
@@ -147,11 +142,28 @@ class _Connection:
         if frame.ready is None:
             frame.ready = asyncio.ensure_future(asyncio.to_thread(self.sessions.read_frame, frame.data))
 
+    def drop(self, frame: _Frame) -> None:
+        """A frame not wanted any more. A read already started runs to its end in its thread (a thread cannot be
+        stopped): until it ends no other frame is read ahead, and its error, if any, is taken so none is logged."""
+        if frame.ready is None:
+            return
+        if frame.ready.done():
+            _take_error(frame.ready)
+            return
+        self.abandoned_reads += 1
+
+        def ended(task: asyncio.Task) -> None:
+            _take_error(task)
+            self.abandoned_reads -= 1
+            self.read_ahead()
+
+        frame.ready.add_done_callback(ended)
+
     def drop_waiting(self) -> None:
         """The socket is done: frames being read ahead are not wanted (nor their errors)."""
         for kind, payload in self.events:
             if kind == "frame":
-                payload.drop()
+                self.drop(payload)
 
     async def on_text(self, text: str) -> None:
         limit = self.sessions.settings.track_max_text_bytes
@@ -202,7 +214,7 @@ class _Connection:
         try:
             session = self.require_session()
         except TrackError:
-            frame.drop()
+            self.drop(frame)
             raise
         t0 = time.perf_counter()
         self.start_reading(frame)
@@ -276,6 +288,12 @@ class _Connection:
             await self.send({"type": "closed"})
         else:
             raise TrackError("bad_message", f"unknown message type {kind!r}")
+
+
+def _take_error(task: asyncio.Task) -> None:
+    """Retrieve a finished task's exception, so that asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 @router.websocket("/v1/track")

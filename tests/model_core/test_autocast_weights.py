@@ -106,3 +106,12 @@ def test_the_dense_positional_encoding_is_kept_and_follows_its_buffer_and_autoca
     other = torch.randn(2, pe.embed_dim // 2, generator=torch.Generator().manual_seed(1))
     pe.load_state_dict({**pe.state_dict(), "pe_layer.positional_encoding_gaussian_matrix": other})
     assert torch.equal(pe.get_dense_pe(), fresh()) and torch.equal(pe.pe_layer.positional_encoding_gaussian_matrix, other)
+    layer = pe.pe_layer
+    for seed in (2, 3):  # new buffer objects, both at version 0 (a module moved to another device or dtype)
+        layer.positional_encoding_gaussian_matrix = torch.randn(2, pe.embed_dim // 2,
+                                                                generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(pe.get_dense_pe(), fresh())
+    with torch.inference_mode():  # a model moved under inference mode holds inference tensors: made each call
+        layer.positional_encoding_gaussian_matrix = other.clone()
+        assert layer.positional_encoding_gaussian_matrix.is_inference()
+        assert torch.equal(pe.get_dense_pe(), fresh())

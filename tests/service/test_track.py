@@ -373,6 +373,44 @@ def test_a_flooding_client_gets_the_backpressure_policy(engine, clip, policy, re
             assert engine.metrics.value("sam2_dropped_frames_total") > 0
 
 
+def test_a_flooding_client_never_has_more_than_one_frame_read_ahead(engine, clip, caplog):
+    """Frames dropped while being read (drop_oldest) finish their read in its thread: until then nothing else is
+    read ahead, so reads beyond the current frame's stay at one; undecodable ones are told and logged nowhere."""
+    import threading
+    import time as _time
+
+    app = app_for(engine, track_queue_frames=2, track_backpressure="drop_oldest", track_read_ahead="on")
+    sessions = app.state.track_sessions
+    read, lock, running = sessions.read_frame, threading.Lock(), [0, 0]  # reads now, most at once
+
+    def slow_read(data):
+        with lock:
+            running[0] += 1
+            running[1] = max(running)
+        try:
+            _time.sleep(0.03)
+            return read(data)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    sessions.read_frame = slow_read
+    n = 18
+    with TestClient(app) as client, client.websocket_connect("/v1/track") as ws:
+        start(ws)
+        ws.send_json({"type": "prompt", "obj_id": 1, "points": [[40, 48]], "labels": [1]})
+        recv(ws, "ack")
+        for i in range(n):
+            ws.send_bytes(png(clip[i % len(clip)]) if i % 3 else b"\x89PNG\r\n\x1a\n garbage")
+        answered = 0
+        while answered < n:
+            msg = ws.receive_json()
+            answered += len(msg["seq"]) if msg["type"] == "dropped" else 1
+            assert msg["type"] in ("masks", "dropped") or msg.get("code") == "bad_frame", msg
+    assert 1 <= running[1] <= 2
+    assert "never retrieved" not in caplog.text
+
+
 def test_a_store_outage_during_remove_object_and_reset_is_reported(engine, clip):
     from service.session_store import StoreUnavailable
 
