@@ -168,3 +168,29 @@ async def test_an_encode_batch_with_a_broken_image_fails_only_that_request(tiny_
             assert (entry.features.image_embed - alone.get_image_embedding()).abs().max().item() < 1e-4
         # the batch of four failed as a whole and was re-run a job at a time: three good steps were recorded
         assert engine.metrics.value("sam2_step_batch_count", {"kind": "encode"}) == 3
+
+
+def test_a_tracking_frame_that_cannot_be_prepared_fails_alone(tiny_model):
+    """On the CPU sessions hand the worker images: one that cannot be prepared fails its own session only, before
+    its `before` changes anything; the others in the step get the tracker's own masks."""
+    from model_core import VideoTracker
+    from service.engine import _run_track
+    from tests.fixtures import synthetic_clip
+
+    tracker = VideoTracker(tiny_model)
+    frame = synthetic_clip(1, 96, 160)[0]
+    states = [tracker.new_state(96, 160) for _ in range(3)]
+    for st in states:
+        tracker.add_prompt(st, obj_id=1, points=[[40, 48]], labels=[1])
+    called = []
+    payloads = [(tracker, states[0], frame, lambda: called.append(0)),
+                (tracker, states[1], np.zeros((0, 160, 3), np.uint8), lambda: called.append(1)),
+                (tracker, states[2], frame, None)]
+    good, bad, third = _run_track(payloads)
+    assert isinstance(bad, Exception) and called == [0] and states[1].frame_idx == 0
+    alone = VideoTracker(tiny_model)
+    st = alone.new_state(96, 160)
+    alone.add_prompt(st, obj_id=1, points=[[40, 48]], labels=[1])
+    expected = alone.track(st, frame).objects[0].mask
+    for result in (good, third):
+        np.testing.assert_array_equal(result.objects[0].mask, expected)
