@@ -4,7 +4,7 @@ everything. No queue, no futures, no HTTP: every method runs on the engine's wor
 
 On the CPU, torch runs on the worker thread only. Every thread that enters one of torch's OpenMP parallel regions
 gets a team of its own, and once the process has more OpenMP threads than cores, OpenMP stops spinning between
-regions: the worker's many small ops then wait on wake-ups (a tracking step at 64 px took 37-41 ms alone and
+regions: the worker's many small ops then wait on wake-ups (a tracking step at 64 px took 37-49 ms alone and
 67-85 ms once another thread had resized one image; README, "Speed"). So on the CPU handlers hand the worker
 the decoded image, and on CUDA the input they uploaded and resized on the device."""
 
