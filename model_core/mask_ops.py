@@ -49,7 +49,7 @@ def _numpy_boxes(masks: np.ndarray) -> np.ndarray:
         return present.argmax(axis=1), present.shape[1] - 1 - present[:, ::-1].argmax(axis=1)
 
     (y0, y1), (x0, x1) = span(rows), span(cols)
-    boxes = np.stack([x0, y0, x1, y1], axis=1).astype(np.float32).reshape(-1, 4)
+    boxes = np.stack([x0, y0, x1, y1], axis=1).astype(np.float32)
     boxes[~rows.any(axis=1)] = 0
     return boxes
 

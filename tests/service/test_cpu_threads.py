@@ -5,6 +5,7 @@ thread per such thread with 2 threads a team. So a fresh process serves segment,
 its native threads (OS threads that are not Python threads) must not grow.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -69,6 +70,6 @@ def test_the_cpu_service_runs_torch_on_one_thread():
     out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    counts = __import__("json").loads(out.stdout.strip().splitlines()[-1])
+    counts = json.loads(out.stdout.strip().splitlines()[-1])
     assert counts["threads"] == 2
     assert counts["after"] == counts["before"], counts  # no OpenMP team of a handler's thread
